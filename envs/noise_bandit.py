@@ -1,0 +1,172 @@
+"""The one-step noise bandit: state = prompt, action = initial noise, reward = score of the finished image.
+
+Spaces (documented contract):
+
+- **observation**: ``Box(-inf, inf, (P + E,), float32)``: a one-hot of the prompt's index in the env's prompt
+  list (first ``P`` entries) followed by the frozen text encoder's pooled embedding of the prompt (``E``
+  entries; zeros for pipelines that have no pooled embedding). Per-prompt policies read the one-hot;
+  prompt-conditioned policies read the embedding.
+- **action**: ``Box(-inf, inf, (D,), float32)``, the initial noise flattened (``D = prod(latent_shape)``, e.g.
+  3x16x16 = 768 for the shapes model, 4x64x64 = 16384 for SD 1.5). It is unbounded on purpose: it is a sample
+  of a Gaussian, not a normalised control; RLlib needs it 1-D, and it is reshaped to the latent here.
+- **step**: renders through :class:`~find_rl.sampler.DiffusionSampler`, scores through the reward, returns
+  ``terminated=True``; ``info`` holds the prompt, the score and the detector's attribute results.
+
+:class:`NoiseBanditVectorEnv` renders all ``num_envs`` sub-envs in one sampler call and uses gymnasium's
+NEXT_STEP autoreset: after the rendering step, the next ``step`` only resets (new prompt, reward 0) and renders
+nothing. Sub-env ``i`` is given prompt ``i % P`` (``prompt_assignment="round_robin"``, balanced per-prompt
+groups) or a random prompt (``"random"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from find_rl.rewards import make_reward, score_batch
+from find_rl.sampler import DiffusionSampler, SamplerSettings
+from find_rl.shapes.world import rare_prompts
+
+INFO_KEYS = ("score", "aligned", "shape_ok", "colour_ok", "valid")
+
+
+class _Bandit:
+    """What the single and the vector env share: sampler, reward, prompts and spaces."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "shapes",
+        prompts: list[str] | None = None,
+        reward: str = "shapes",
+        num_inference_steps: int = 10,
+        guidance_scale: float = 1.0,
+        eta: float = 0.0,
+        device: str = "cpu",
+        dtype: str = "float32",
+        prompt_assignment: str = "round_robin",
+        torch_threads: int | None = None,
+        seed: int = 0,
+    ):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.prompts = list(prompts) if prompts is not None else rare_prompts()
+        if not self.prompts or any(not isinstance(p, str) or not p.strip() for p in self.prompts):
+            raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {self.prompts!r}")
+        if prompt_assignment not in ("round_robin", "random"):
+            raise ValueError(f"prompt_assignment must be 'round_robin' or 'random', got {prompt_assignment!r}")
+        self.prompt_assignment = prompt_assignment
+        settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
+                                   device=device, dtype=dtype)
+        self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
+        self.reward = make_reward(reward) if isinstance(reward, str) else reward
+        self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.shape[1],), np.float32)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.sampler.latent_dim,), np.float32)
+
+    def render_and_score(self, actions: np.ndarray, prompt_idx: np.ndarray) -> dict[str, np.ndarray]:
+        prompts = [self.prompts[i] for i in prompt_idx]
+        out = self.sampler.sample(np.asarray(actions, dtype=np.float32), prompts)
+        return score_batch(self.reward, out.images, prompts) | {"images": out.images}
+
+
+def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:
+    """``(P, P + E)`` float32: one-hot prompt index, then the pooled text embedding (see the module docstring)."""
+    onehot = np.eye(len(prompts), dtype=np.float32)
+    enc = getattr(pipeline, "text_encoder", None)
+    if enc is not None and hasattr(enc, "encode"):
+        with torch.no_grad():
+            emb = enc.encode(prompts).float().cpu().numpy()
+    else:
+        emb = np.zeros((len(prompts), 0), np.float32)
+    return np.concatenate([onehot, emb], axis=1)
+
+
+class NoiseBanditEnv(gym.Env):
+    """Single-env form (one image per step); see the module docstring for the spaces."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, **kwargs: Any):
+        self._b = _Bandit(**kwargs)
+        self.observation_space, self.action_space = self._b.observation_space, self._b.action_space
+        self.prompts = self._b.prompts
+        self._idx = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "prompt_index" in options:
+            self._idx = int(options["prompt_index"])
+        else:
+            self._idx = int(self.np_random.integers(len(self.prompts)))
+        return self._b.features[self._idx].copy(), {"prompt": self.prompts[self._idx], "prompt_index": self._idx}
+
+    def step(self, action):
+        out = self._b.render_and_score(np.asarray(action, np.float32)[None], np.array([self._idx]))
+        info = {k: out[k][0].item() for k in INFO_KEYS if k in out}
+        info |= {"prompt": self.prompts[self._idx], "prompt_index": self._idx}
+        return self._b.features[self._idx].copy(), float(out["score"][0]), True, False, info
+
+
+class NoiseBanditVectorEnv(VectorEnv):
+    """Batched form: one sampler call renders every sub-env's image (NEXT_STEP autoreset)."""
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self._b = _Bandit(**kwargs)
+        self.num_envs = num_envs
+        self.prompts = self._b.prompts
+        self.single_observation_space, self.single_action_space = self._b.observation_space, self._b.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._idx = np.zeros(num_envs, dtype=np.int64)
+        self._needs_reset = np.ones(num_envs, dtype=bool)
+        self.images_rendered = 0
+
+    def _assign(self, which: np.ndarray) -> None:
+        if self._b.prompt_assignment == "round_robin":
+            self._idx[which] = np.flatnonzero(which) % len(self.prompts)
+        else:
+            self._idx[which] = self.np_random.integers(len(self.prompts), size=int(which.sum()))
+
+    def _infos(self, out: dict | None, active: np.ndarray) -> dict:
+        infos = {"prompt_index": self._idx.copy(), "_prompt_index": np.ones(self.num_envs, bool)}
+        if out is not None:
+            for k in INFO_KEYS:
+                if k in out:
+                    full = np.zeros(self.num_envs, dtype=out[k].dtype)
+                    full[active] = out[k]
+                    infos[k], infos["_" + k] = full, active.copy()
+        return infos
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        everyone = np.ones(self.num_envs, dtype=bool)
+        self._assign(everyone)
+        self._needs_reset[:] = False
+        return self._b.features[self._idx].copy(), self._infos(None, everyone)
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        resetting = self._needs_reset.copy()
+        active = ~resetting
+        rewards = np.zeros(self.num_envs, np.float32)
+        out = None
+        if resetting.any():
+            self._assign(resetting)
+        if active.any():
+            out = self._b.render_and_score(actions[active], self._idx[active])
+            rewards[active] = out["score"]
+            self.images_rendered += int(active.sum())
+        terminated = active.copy()
+        self._needs_reset = terminated.copy()
+        return (self._b.features[self._idx].copy(), rewards, terminated, np.zeros(self.num_envs, bool),
+                self._infos(out, active))

@@ -1,0 +1,105 @@
+"""``DiffusionSampler``: a frozen diffusers pipeline that turns (prompts, initial noise) into images.
+
+Nothing RL lives here. The initial noise enters the unmodified pipeline through ``latents=``, the entry point
+every diffusers text-to-image pipeline offers. With DDIM and ``eta = 0`` (the default) sampling is
+deterministic, so the image, and therefore the reward, is a function of the noise: FIND's one-step MDP.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from find_rl.models import load_pipeline, torch_dtype
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How the frozen model renders. Part of an exported policy's metadata."""
+
+    num_inference_steps: int = 10
+    guidance_scale: float = 1.0
+    eta: float = 0.0  # 0 = deterministic DDIM; > 0 makes the reward noisy given the noise
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        torch_dtype(self.dtype)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SampleOutput:
+    images: np.ndarray  # (N, 3, H, W) float32 in [-1, 1]
+    latents: torch.Tensor  # (N, *latent_shape): the initial noise as the pipeline consumed it
+
+
+class DiffusionSampler:
+    """Render a batch of prompts from a batch of initial noise in one pipeline call."""
+
+    def __init__(self, pipeline, settings: SamplerSettings | None = None, *, seed: int = 0):
+        self.pipeline = pipeline
+        self.settings = settings or SamplerSettings()
+        self._call_params = set(inspect.signature(pipeline.__call__).parameters)
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)  # used only when eta > 0
+        if self.settings.eta > 0:
+            logger.warning("eta=%s: sampling is stochastic, so the reward is noisy given the initial noise", self.settings.eta)
+
+    @classmethod
+    def from_pretrained(cls, model: str = "shapes", settings: SamplerSettings | None = None, *, seed: int = 0):
+        settings = settings or SamplerSettings()
+        return cls(load_pipeline(model, device=settings.device, dtype=settings.dtype), settings, seed=seed)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one initial-noise tensor, read from the pipeline (never a constant)."""
+        if hasattr(self.pipeline, "latent_shape"):
+            return tuple(self.pipeline.latent_shape)
+        unet = self.pipeline.unet
+        size = unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (unet.config.in_channels, *size)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(np.prod(self.latent_shape))
+
+    def check_noise(self, noise: torch.Tensor | np.ndarray, n: int) -> torch.Tensor:
+        """``noise`` of shape ``(n, *latent_shape)`` or ``(n, latent_dim)`` -> a float tensor of the former."""
+        noise = torch.as_tensor(noise)
+        flat = (n, self.latent_dim)
+        if tuple(noise.shape) not in (flat, (n, *self.latent_shape)):
+            raise ValueError(
+                f"noise has shape {tuple(noise.shape)}; expected {flat} or {(n, *self.latent_shape)} for {n} prompts"
+            )
+        if not torch.isfinite(noise).all():
+            raise ValueError("noise contains NaN or inf; the initial noise must be finite")
+        return noise.reshape(n, *self.latent_shape)
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor | np.ndarray, prompts: list[str]) -> SampleOutput:
+        """Render ``len(prompts)`` images from ``noise`` (one row per prompt) in one pipeline call."""
+        s = self.settings
+        latents = self.check_noise(noise, len(prompts)).to(device=s.device, dtype=torch_dtype(s.dtype))
+        kwargs = dict(num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, latents=latents)
+        if "eta" in self._call_params:
+            kwargs["eta"] = s.eta
+        if s.eta > 0:
+            kwargs["generator"] = self._generator
+        out = self.pipeline(prompt=list(prompts), output_type="np", **kwargs)
+        images = np.asarray(out.images, dtype=np.float32)
+        if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.transpose(0, 3, 1, 2) * 2.0 - 1.0  # diffusers image pipelines: NHWC in [0, 1]
+        return SampleOutput(images=images, latents=latents)

@@ -1,0 +1,27 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("FIND_RL_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_model(tmp_path_factory):
+    """A freshly built (untrained, seeded) shapes pipeline saved to disk: loads through from_pretrained like the real one."""
+    from find_rl.shapes.pipeline import build_pipeline
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny_shapes"
+    build_pipeline().save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+@pytest.fixture
+def ray_local():
+    """A private local Ray instance, shut down by its own handle afterwards (never `ray stop`)."""
+    import ray
+
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ctx
+    ray.shutdown()

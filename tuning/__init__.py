@@ -1,0 +1,1 @@
+"""Ray Tune search spaces for find_rl, installed as ``find_rl.tuning``."""
