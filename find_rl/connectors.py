@@ -1,0 +1,76 @@
+"""``CalibrateRewards``: the learner-connector piece that turns rewards into FIND's calibrated advantages.
+
+It replaces RLlib's ``GeneralAdvantageEstimation`` in PPO's learner pipeline (see ``FindPPOTorchLearner.build``):
+FIND is a one-step MDP, so there is no bootstrapping to estimate; the advantage is the calibrated reward
+``r - g(mu, sigma, c)`` from :class:`~find_rl.calibration.RewardCalibrator`, which this piece only feeds.
+
+Preconditions: runs after ``NumpyToTensor`` on a batch ``{module_id: {column: tensor}}`` built from one-step
+episodes, where ``AddOneTsToEpisodesAndTruncate`` added one masked row per episode (rows ``2i`` real,
+``2i + 1`` artificial). Columns used: obs, rewards, action_dist_inputs (the behaviour policy's mu, log sigma),
+loss_mask. It writes ``advantages`` and ``value_targets`` (the raw rewards, for RLlib's explained variance),
+and masks out samples whose reward was invalid (NaN/inf, flagged ``valid=False`` by the env).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+
+from find_rl.calibration import RewardCalibrator, per_prompt_mean
+from find_rl import keys
+
+
+class CalibrateRewards(ConnectorV2):
+    def __init__(self, input_observation_space=None, input_action_space=None, *, calibrator: RewardCalibrator,
+                 prompts: list[str], **kwargs):
+        super().__init__(input_observation_space, input_action_space, **kwargs)
+        self.calibrator = calibrator  # owned (and checkpointed) by the Learner
+        self.prompts = list(prompts)
+
+    def __call__(self, *, rl_module, batch: dict[str, Any], episodes, metrics=None, **kwargs):
+        infos = [ep.get_infos(t + 1) or {} for ep in episodes for t in range(len(ep))]  # one per batch row
+        for module_id, mb in batch.items():
+            mask = mb[Columns.LOSS_MASK].bool()
+            if len(infos) == len(mask):
+                valid = torch.tensor([bool(i.get("valid", True)) for i in infos], device=mask.device)
+                n_invalid = int((mask & ~valid).sum())
+                mask = mask & valid
+            else:
+                n_invalid = 0
+            rows = mask.nonzero().squeeze(-1)
+            num_prompts = len(self.prompts)
+            obs = mb[Columns.OBS][rows]
+            group = obs[:, :num_prompts].argmax(-1)
+            rewards = mb[Columns.REWARDS][rows].float()
+            result = self.calibrator.update(
+                dist_inputs=mb[Columns.ACTION_DIST_INPUTS][rows], prompt_feat=obs, group=group, rewards=rewards
+            )
+            adv = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
+            adv[rows] = result.advantages.to(adv.device)
+            mb[Postprocessing.ADVANTAGES] = adv
+            mb[Postprocessing.VALUE_TARGETS] = mb[Columns.REWARDS].float()
+            mb[Columns.LOSS_MASK] = mask
+            if metrics is not None:
+                stats = {
+                    keys.REWARD_MEAN: rewards.mean().item(),
+                    keys.CALIB_PRED_MEAN: result.predicted.mean().item(),
+                    keys.CALIB_ADV_MEAN: (rewards - result.predicted.to(rewards.device)).mean().item(),
+                    keys.CALIB_FIT_MSE: result.fit_loss,
+                    keys.SAMPLES_INVALID: n_invalid,
+                    keys.SAMPLES: len(rows),
+                }
+                aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()]) if len(infos) == len(mask) else None
+                if aligned is not None:
+                    g = group.cpu().numpy()
+                    per = per_prompt_mean(aligned.astype(float), g, num_prompts)
+                    stats[keys.ALIGNMENT] = float(aligned.mean())
+                    for p, v in zip(self.prompts, per):
+                        if np.isfinite(v):
+                            stats[keys.alignment_of(p)] = float(v)
+                metrics.log_dict(stats, key=(module_id, keys.FIND), window=1)
+        return batch

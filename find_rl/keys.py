@@ -1,0 +1,25 @@
+"""Metric names (one place, cf. RLlib's ``Columns``). Learner metrics land in
+``result["learners"][module_id]["find"][name]``."""
+
+FIND = "find"
+REWARD_MEAN = "reward_mean"
+ALIGNMENT = "alignment"
+CALIB_PRED_MEAN = "calibration_pred_mean"
+CALIB_ADV_MEAN = "calibrated_reward_mean"
+CALIB_FIT_MSE = "calibration_fit_mse"
+SAMPLES = "samples"
+SAMPLES_INVALID = "samples_invalid"
+POLICY_LOSS = "policy_loss"
+ANCHOR = "anchor"
+CLIP_FRACTION = "clip_fraction"
+APPROX_KL = "approx_kl"
+RATIO_MEAN = "ratio_mean"
+RATIO_MIN = "ratio_min"
+RATIO_MAX = "ratio_max"
+ENTROPY = "entropy_per_element"
+MU_ABS = "mu_abs_mean"
+STD_MEAN = "std_mean"
+
+
+def alignment_of(prompt: str) -> str:
+    return f"alignment/{prompt}"

@@ -1,0 +1,116 @@
+"""``FindPPOTorchLearner``: RLlib's PPO learner with FIND's reward calibration and per-element ratio clipping.
+
+Hooks (each marked ``@override``):
+- ``build``: creates the :class:`~find_rl.calibration.RewardCalibrator` and swaps PPO's GAE connector for
+  :class:`~find_rl.connectors.CalibrateRewards` (a one-step MDP has nothing to bootstrap; the advantage is the
+  calibrated reward).
+- ``compute_loss_for_module``: the clipped surrogate on the per-element log-ratio against the **behaviour**
+  policy that drew each sample (RLlib's recorded ``action_logp``), so reusing a batch over several epochs and
+  minibatches is valid; plus an optional anchor to N(0, I). See :mod:`find_rl.policy_math` for the math and
+  the trust region ``clip_param`` implies.
+- ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history) is part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.annotations import override
+
+from find_rl import keys
+from find_rl import policy_math as pm
+from find_rl.calibration import RewardCalibrator
+from find_rl.connectors import CalibrateRewards
+from find_rl.settings import FindSettings
+
+CALIBRATION_STATE = "reward_calibration"
+
+
+class FindPPOTorchLearner(PPOTorchLearner):
+    @override(PPOTorchLearner)
+    def build(self) -> None:
+        super().build()  # PPOLearner prepends AddOneTsToEpisodesAndTruncate and appends GAE here
+        self.find_settings = FindSettings.from_dict(self.config.learner_config_dict)
+        s = self.find_settings
+        module = next(iter(self.module.values())).unwrapped()
+        self.calibrator = RewardCalibrator(
+            latent_shape=module.latent_shape,
+            prompt_dim=module.observation_space.shape[0],
+            enabled=s.calibration,
+            normalize=s.calibration_normalize,
+            hidden=s.calibration_hidden,
+            lr=s.calibration_lr,
+            steps=s.calibration_steps,
+            history=s.calibration_history,
+            device=self._device or "cpu",
+        )
+        if self._learner_connector is not None:  # None only with aggregator actors
+            # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
+            self._learner_connector.remove(GeneralAdvantageEstimation)
+            self._learner_connector.append(CalibrateRewards(calibrator=self.calibrator, prompts=s.prompts))
+
+    @override(PPOTorchLearner)
+    def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
+        s = self.find_settings
+        mask = batch[Columns.LOSS_MASK].bool()
+        n = mask.sum().clamp(min=1)
+
+        def masked_mean(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask, x, torch.zeros_like(x)).sum() / n
+
+        mu, log_std = pm.split_dist_inputs(fwd_out[Columns.ACTION_DIST_INPUTS])
+        z = batch[Columns.ACTIONS]
+        dim = z.shape[-1]
+        logp_new = pm.mean_log_density(z, mu, log_std)
+        logp_old = batch[Columns.ACTION_LOGP] / dim  # behaviour policy, as recorded by the env runner
+        log_r = pm.log_ratio(logp_new, logp_old)
+        ratio = torch.exp(log_r)
+        clip = config.clip_param if config.clip_param is not None and math.isfinite(config.clip_param) else None
+        surrogate = pm.clipped_surrogate(ratio, batch[Postprocessing.ADVANTAGES], clip, mode=s.surrogate)
+        policy_loss = masked_mean(surrogate)
+        if s.anchor == "kl":
+            anchor = masked_mean(pm.kl_to_standard_normal(mu, log_std))
+        elif s.anchor == "l2":
+            anchor = masked_mean(pm.l2_anchor(mu, log_std))
+        else:
+            anchor = torch.zeros((), device=mu.device)
+        total = policy_loss + s.anchor_coeff * anchor
+
+        with torch.no_grad():
+            rows = mask.nonzero().squeeze(-1)
+            r, lr_ = ratio[rows], log_r[rows]
+            self.metrics.log_dict(
+                {
+                    keys.POLICY_LOSS: policy_loss.item(),
+                    keys.ANCHOR: anchor.item(),
+                    keys.CLIP_FRACTION: pm.clip_fraction(r, clip).item(),
+                    keys.APPROX_KL: pm.approx_kl(lr_).item(),
+                    keys.RATIO_MEAN: r.mean().item(),
+                    keys.RATIO_MIN: r.min().item(),
+                    keys.RATIO_MAX: r.max().item(),
+                    keys.ENTROPY: masked_mean(pm.entropy_per_element(log_std)).item(),
+                    keys.MU_ABS: masked_mean(mu.abs().mean(-1)).item(),
+                    keys.STD_MEAN: masked_mean(log_std.exp().mean(-1)).item(),
+                },
+                key=(module_id, keys.FIND),
+                window=1,
+            )
+        return total
+
+    @override(PPOTorchLearner)
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[CALIBRATION_STATE] = self.calibrator.get_state()
+        return state
+
+    @override(PPOTorchLearner)
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if CALIBRATION_STATE in state:
+            self.calibrator.set_state(state[CALIBRATION_STATE])

@@ -1,0 +1,79 @@
+"""``NoisePolicyModule``: FIND's per-prompt Gaussian over the initial noise, as an RLlib ``TorchRLModule``.
+
+For each prompt c (the observation's one-hot), the policy is N(mu_c, sigma_c^2) over the flattened latent:
+
+- ``mu_c`` is stored at ``mean_resolution`` (e.g. 4x4 per channel) and bilinearly upsampled to the latent, or at
+  full resolution when ``mean_resolution`` is None. A low-resolution mean moves the layout of the image, not
+  its texture, which keeps much more of the frozen model's diversity.
+- ``log sigma_c`` is one scalar per prompt (``std_mode="scalar"``) or one per latent element (``"element"``, the
+  paper's 2x4xHxW tensor), floored at ``min_std``; ``learn_std=False`` keeps sigma = 1.
+- Initialised at exactly N(0, I) (mu = 0, log sigma = 0): iteration 0 is the frozen model's own distribution.
+
+The module outputs RLlib's DiagGaussian inputs ``cat([mu, log_sigma])`` (2D numbers per row). Nothing of the
+diffusion model is in here, and nothing of it is trained.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
+from torch import nn
+
+
+class NoisePolicyModule(TorchRLModule):
+    """model_config keys: ``num_prompts``, ``latent_shape``, ``mean_resolution`` (int or None),
+    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float)."""
+
+    @override(TorchRLModule)
+    def setup(self):
+        cfg = self.model_config
+        self.num_prompts = int(cfg["num_prompts"])
+        self.latent_shape = tuple(int(v) for v in cfg["latent_shape"])
+        if math.prod(self.latent_shape) != self.action_space.shape[0]:
+            raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
+        res = cfg.get("mean_resolution")
+        c, spatial = self.latent_shape[0], self.latent_shape[1:]
+        self.mean_shape = (c, *([int(res)] * len(spatial))) if res else self.latent_shape
+        self.mu = nn.Parameter(torch.zeros(self.num_prompts, *self.mean_shape))
+        std_mode = cfg.get("std_mode", "scalar")
+        if std_mode not in ("scalar", "element"):
+            raise ValueError(f"std_mode must be 'scalar' or 'element', got {std_mode!r}")
+        n_std = 1 if std_mode == "scalar" else math.prod(self.latent_shape)
+        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, n_std), requires_grad=bool(cfg.get("learn_std", True)))
+        self.min_log_std = math.log(float(cfg.get("min_std", 0.5)))
+
+    def distribution(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_sigma)``, each ``(N, D)``, for a batch of prompt indices."""
+        mu = self.mu[prompt_index]
+        if self.mean_shape != self.latent_shape:
+            mode = "bilinear" if len(self.latent_shape) == 3 else "trilinear"
+            mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
+        mu = mu.flatten(1)
+        log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand_as(mu)
+        return mu, log_std
+
+    def prompt_index(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[:, : self.num_prompts].argmax(-1)
+
+    @override(TorchRLModule)
+    def _forward(self, batch, **kwargs):
+        mu, log_std = self.distribution(self.prompt_index(batch[Columns.OBS]))
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([mu, log_std], dim=-1)}
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self):
+        return TorchDiagGaussian
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self):
+        return TorchDiagGaussian
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self):
+        return TorchDiagGaussian
