@@ -1,0 +1,92 @@
+"""Render images with the frozen model from N(0, I) noise (``--policy base``) or from a learned noise policy.
+
+How to run::
+
+    python -m find_rl.generate --policy base --prompt "a green circle" --num-images 16 --out out/base
+    python -m find_rl.generate --policy runs/find --prompt "a green circle" --num-images 16 --out out/find
+
+The initial noise is drawn from the policy's Gaussian for that prompt and handed to a plain diffusers pipeline
+through ``latents=`` (the shapes pipeline or any Stable Diffusion pipeline): inference costs one sample per
+image and needs only torch, diffusers and the exported files, no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str | None = None, seed: int = 0,
+             scale: int | None = None, batch_size: int = 64) -> list[Path]:
+    from find_rl.models import load_pipeline
+    from find_rl.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.shapes.pipeline import to_pil
+
+    if num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {num_images}")
+    gen = torch.Generator().manual_seed(seed)
+    if policy == "base":
+        settings, pol = SamplerSettings(), None
+        model = model or "shapes"
+    else:
+        from find_rl.export import load_policy
+
+        pol = load_policy(policy)
+        pol.index(prompt)  # clear error for a prompt the policy was not trained on
+        settings = SamplerSettings(**pol.sampler) if pol.sampler else SamplerSettings()
+        model = model or pol.model
+    pipe = load_pipeline(model, device=settings.device, dtype=settings.dtype)
+    shape = DiffusionSampler(pipe, settings).latent_shape
+    if pol is not None and tuple(pol.latent_shape) != tuple(shape):
+        raise ValueError(f"policy latent shape {pol.latent_shape} does not fit model {model!r} (latent {shape})")
+    if prompt.strip() == "":
+        raise ValueError("--prompt is empty; give a prompt such as 'a green circle'")
+    noise = pol.sample(prompt, num_images, generator=gen) if pol else torch.randn((num_images, *shape), generator=gen)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create output folder {out} ({e.strerror}); choose a writable --out") from None
+    paths = []
+    for start in range(0, num_images, batch_size):
+        latents = noise[start : start + batch_size].to(device=settings.device, dtype=pipe.dtype if hasattr(pipe, "dtype") else None)
+        kwargs = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale, latents=latents)
+        images = pipe(prompt=[prompt] * len(latents), output_type="np", **kwargs).images
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.transpose(0, 3, 1, 2) * 2.0 - 1.0
+        s = scale or max(1, 128 // images.shape[-1])
+        for i, im in enumerate(to_pil(images, scale=s)):
+            path = out / f"{start + i:04d}.png"
+            im.save(path)
+            paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m find_rl.generate", description="Render images from base or learned noise.")
+    p.add_argument("--policy", default="base", help="'base' or a folder written by find_rl.train")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.add_argument("--model", default=None, help="override the policy's model (a pipeline folder or hub id)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=None, help="upscale factor for small images (default: to >= 128 px)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        paths = generate(policy=args.policy, prompt=args.prompt, num_images=args.num_images, out=args.out, model=args.model,
+                         seed=args.seed, scale=args.scale)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} images to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Train FIND on RLlib: learn, per prompt, a Gaussian over the initial noise that makes a frozen model follow it.
+
+How to run (the defaults train the embedded shapes model on its six rare prompts, ~3 min on 2 CPU cores)::
+
+    python -m find_rl.train --out runs/find
+    python -m find_rl.train --out runs/find --prompts "a green circle" "a red square" --iterations 40
+    python -m find_rl.train --resume runs/find --iterations 120     # continue up to 120 iterations in total
+    python -m find_rl.train --out runs/ablate --no-calibration       # ablations: --clip-param inf, --surrogate clamp
+
+Prints one line per iteration (mean reward, training-batch alignment per prompt, clip fraction, approximate KL,
+images/s), writes RLlib checkpoints to ``DIR/checkpoints/``, and at the end writes ``DIR/noise_policy.safetensors``
++ ``DIR/noise_policy.json`` (see :mod:`find_rl.export`), before/after grids ``DIR/grid_<prompt>.png``, the curve
+``DIR/curve.png`` and ``DIR/results.md`` / ``DIR/results.csv``, scored on fresh samples from the learned policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from find_rl.config import RunSettings
+from find_rl.settings import FindSettings
+
+logger = logging.getLogger("find_rl.train")
+RUN_FILE = "run.json"
+PROGRESS_FILE = "progress.jsonl"
+
+
+def _clip(v: str) -> float | None:
+    if v.lower() in ("inf", "none", "off"):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clip-param must be a number or 'inf', got {v!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m find_rl.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", type=Path, default=Path("runs/find"), help="output folder (checkpoints, policy, report)")
+    g.add_argument("--resume", type=Path, default=None, help="continue the run in this folder from its last checkpoint")
+    g.add_argument("--iterations", type=int, default=80, help="total iterations of the run (a resumed run counts from 0)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--prompts", nargs="+", default=None, help="prompts to train (default: the shapes world's rare prompts)")
+    g.add_argument("--prompts-file", type=Path, default=None, help="a text file with one prompt per line")
+    g.add_argument("--model", default="shapes", help="'shapes', a diffusers pipeline folder or a hub id")
+    g.add_argument("--reward", default="shapes", help="reward name (shapes, shapes-strict)")
+    g.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
+    g.add_argument("--eval-samples", type=int, default=256, help="fresh samples per prompt for the final report (0: skip)")
+    g.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
+    g.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (bound to 127.0.0.1) for a local Ray")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--samples-per-prompt", type=int, default=32, help="images per prompt per iteration (per env runner)")
+    s.add_argument("--num-env-runners", type=int, default=0, help="env-runner actors (0: sample in this process)")
+    s.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
+    s.add_argument("--device", default="cpu", help="device of the frozen model in each env runner")
+    s.add_argument("--num-inference-steps", type=int, default=10)
+    s.add_argument("--guidance-scale", type=float, default=1.0)
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic; > 0 makes the reward noisy)")
+    o = p.add_argument_group("policy optimisation")
+    o.add_argument("--lr", type=float, default=0.05)
+    o.add_argument("--clip-param", type=_clip, default=0.2, help="PPO ratio clip on the per-element ratio; 'inf' = none")
+    o.add_argument("--num-epochs", type=int, default=4)
+    o.add_argument("--minibatches-per-epoch", type=int, default=1)
+    o.add_argument("--surrogate", choices=("ppo", "clamp"), default="ppo", help="'clamp' = the released code's clamp-only loss")
+    o.add_argument("--anchor", choices=("kl", "l2", "none"), default="kl", help="regulariser toward N(0, I)")
+    o.add_argument("--anchor-coeff", type=float, default=0.0)
+    o.add_argument("--no-calibration", action="store_true", help="ablation: train on raw rewards (no g)")
+    o.add_argument("--calibration-normalize", choices=("prompt", "batch", "none"), default="prompt")
+    o.add_argument("--mean-resolution", type=lambda v: None if v == "full" else int(v), default=4,
+                   help="spatial resolution of the learned mean (upsampled), or 'full'")
+    o.add_argument("--std-mode", choices=("scalar", "element"), default="scalar")
+    o.add_argument("--learn-std", action=argparse.BooleanOptionalAction, default=True)
+    o.add_argument("--min-std", type=float, default=0.5)
+    return p
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    from find_rl.shapes.world import rare_prompts
+
+    if args.prompts_file is not None:
+        if not args.prompts_file.is_file():
+            raise ValueError(f"prompts file {args.prompts_file} does not exist")
+        prompts = [ln.strip() for ln in args.prompts_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not prompts:
+            raise ValueError(f"prompts file {args.prompts_file} holds no prompts; write one prompt per line")
+    elif args.prompts is not None:
+        prompts = [p.strip() for p in args.prompts]
+        if not prompts or not all(prompts):
+            raise ValueError("--prompts got an empty prompt; pass non-empty prompts like 'a green circle'")
+    else:
+        prompts = rare_prompts() if args.model == "shapes" else []
+    if len(set(prompts)) != len(prompts):
+        raise ValueError("--prompts lists a prompt twice; each prompt gets one distribution")
+    if args.model == "shapes":
+        from find_rl.shapes.world import parse_prompt
+
+        for p in prompts:
+            parse_prompt(p)
+    return prompts
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSettings]:
+    if args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.clip_param is not None and args.clip_param <= 0:
+        raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
+    from find_rl.sampler import DiffusionSampler
+
+    prompts = read_prompts(args)
+    run = RunSettings(model=args.model, reward=args.reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
+                      num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
+                      device=args.device, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+                      eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
+                      minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution,
+                      std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
+                      torch_threads=args.threads if args.num_env_runners == 0 else 1)
+    from find_rl.rewards import make_reward
+
+    make_reward(args.reward)
+    run.latent_shape = DiffusionSampler.from_pretrained(args.model).latent_shape  # also checks the model loads
+    find = FindSettings(surrogate=args.surrogate, anchor=args.anchor, anchor_coeff=args.anchor_coeff,
+                        calibration=not args.no_calibration, calibration_normalize=args.calibration_normalize)
+    run.validate()
+    return run, find
+
+
+def prepare_run_dir(args: argparse.Namespace, argv: list[str]) -> Path:
+    """Check the output folder (or the folder to resume) and record the run's arguments there."""
+    if args.resume is not None:
+        d = args.resume
+        saved = d / RUN_FILE
+        if not saved.is_file():
+            raise ValueError(f"--resume {d}: no {RUN_FILE} there; point it at a folder written by find_rl.train")
+        from find_rl.checkpoints import latest_checkpoint
+
+        if latest_checkpoint(d) is None:
+            raise ValueError(f"--resume {d}: no complete checkpoint in {d}/checkpoints; start a new run with --out")
+        return d
+    d = args.out
+    if (d / RUN_FILE).exists():
+        raise ValueError(f"{d} already holds a run; use --resume {d} to continue it, or choose another --out")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write to output folder {d} ({e.strerror}); choose a writable --out") from None
+    (d / RUN_FILE).write_text(json.dumps({"argv": argv}, indent=2))
+    return d
+
+
+def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, batch: int) -> dict:
+    from find_rl import keys
+
+    f = result["learners"]["default_policy"][keys.FIND]
+    return {
+        "iteration": iteration,
+        "reward_mean": float(f[keys.REWARD_MEAN]),
+        "alignment": float(f.get(keys.ALIGNMENT, math.nan)),
+        "alignment_per_prompt": {p: float(f[keys.alignment_of(p)]) for p in prompts if keys.alignment_of(p) in f},
+        "clip_fraction": float(f[keys.CLIP_FRACTION]),
+        "approx_kl": float(f[keys.APPROX_KL]),
+        "calibration_pred_mean": float(f[keys.CALIB_PRED_MEAN]),
+        "mu_abs_mean": float(f[keys.MU_ABS]),
+        "std_mean": float(f[keys.STD_MEAN]),
+        "samples_invalid": int(f[keys.SAMPLES_INVALID]),
+        "seconds": seconds,
+        "images_per_s": batch / seconds,
+        "reward_evals_per_prompt": 0,
+    }
+
+
+def format_row(row: dict, total: int, prompts: list[str]) -> str:
+    per = " ".join(f"p{i}={row['alignment_per_prompt'].get(p, math.nan):.2f}" for i, p in enumerate(prompts))
+    return (f"iter {row['iteration']:>3}/{total}  reward {row['reward_mean']:.3f}  align {row['alignment']:.3f} [{per}]  "
+            f"clip {row['clip_fraction']:.2f}  kl {row['approx_kl']:.4f}  |mu| {row['mu_abs_mean']:.2f}  "
+            f"std {row['std_mean']:.2f}  {row['images_per_s']:.0f} img/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        if args.resume is not None:  # the run's own settings; only the total number of iterations is new
+            saved = args.resume / RUN_FILE
+            if not saved.is_file():
+                raise ValueError(f"--resume {args.resume}: no {RUN_FILE} there; point it at a folder written by find_rl.train")
+            resume, total = args.resume, args.iterations
+            args = parser.parse_args(json.loads(saved.read_text())["argv"])
+            args.resume, args.iterations = resume, total
+        run, find = settings_from_args(args)
+        run_dir = prepare_run_dir(args, argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return train(args, run, find, run_dir)
+
+
+def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_dir: Path) -> int:
+    import ray
+    import torch
+
+    from find_rl.checkpoints import latest_checkpoint, save_checkpoint
+    from find_rl.config import find_ppo_config
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=False)
+    config = find_ppo_config(run, find)
+    algo = config.build_algo()
+    history: list[dict] = []
+    progress = run_dir / PROGRESS_FILE
+    if args.resume is not None:
+        ckpt = latest_checkpoint(run_dir)
+        algo.restore_from_path(str(ckpt.resolve()))
+        done = algo.iteration
+        if progress.is_file():
+            history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][:done]
+        logger.info("resumed %s at iteration %d of %d", ckpt, done, args.iterations)
+    else:
+        done = 0
+    progress.write_text("".join(json.dumps(h) + "\n" for h in history))
+    prompts = run.prompts
+    logger.info("prompts: %s", ", ".join(f"p{i}={p!r}" for i, p in enumerate(prompts)))
+    logger.info("batch: %d prompts x %d samples x %d runner(s) per iteration; latent %s; clip_param %s",
+                len(prompts), run.samples_per_prompt, max(run.num_env_runners, 1), run.latent_shape, run.clip_param)
+    per_iter = run.samples_per_prompt * max(run.num_env_runners, 1)
+    for it in range(done, args.iterations):
+        t0 = time.perf_counter()
+        result = algo.train()
+        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * max(run.num_env_runners, 1))
+        row["reward_evals_per_prompt"] = (it + 1) * per_iter
+        history.append(row)
+        with progress.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(format_row(row, args.iterations, prompts), flush=True)
+        if (it + 1) % args.checkpoint_every == 0 or it + 1 == args.iterations:
+            save_checkpoint(algo, run_dir, it + 1)
+    module = algo.get_module()
+    with torch.no_grad():
+        mu, log_std = module.distribution(torch.arange(len(prompts)))
+    algo.stop()
+    if started_ray:
+        ray.shutdown()
+    finish(args, run, find, run_dir, mu.reshape(len(prompts), *run.latent_shape), log_std.exp().reshape(len(prompts), *run.latent_shape), history)
+    return 0
+
+
+def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std, history: list[dict]) -> None:
+    """Export the learned distributions and write the report (fresh samples, never the training batches)."""
+    from find_rl.evaluate import evaluate_distributions
+    from find_rl.export import NoisePolicy, save_policy
+    from find_rl.report import image_grid, plot_curves, results_rows, write_results
+    from find_rl.sampler import DiffusionSampler, SamplerSettings
+
+    settings = SamplerSettings(num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale, eta=run.eta)
+    training = {"iterations": args.iterations, "seed": run.seed, "reward": run.reward, "clip_param": run.clip_param,
+                "reward_evals_per_prompt": args.iterations * run.samples_per_prompt * max(run.num_env_runners, 1),
+                "run": {k: v for k, v in asdict(run).items() if k != "prompts"}, "find": find.to_dict()}
+    save_policy(run_dir, NoisePolicy(prompts=run.prompts, mean=mean, std=std, model=run.model, sampler=settings.to_dict(),
+                                     training=training))
+    logger.info("exported %s/noise_policy.safetensors", run_dir)
+    if history:
+        plot_curves(history, run.prompts, run_dir / "curve.png")
+    if args.eval_samples <= 0 or run.model != "shapes":
+        return
+    sampler = DiffusionSampler.from_pretrained(run.model, settings)
+    seed = 10_000 + run.seed  # fresh noise, never the training stream
+    base = evaluate_distributions(prompts=run.prompts, samples=args.eval_samples, seed=seed, sampler=sampler, return_images=16)
+    after = evaluate_distributions(prompts=run.prompts, mean=mean, std=std, samples=args.eval_samples, seed=seed,
+                                   sampler=sampler, return_images=16)
+    for p in run.prompts:
+        image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
+    rows = results_rows(base, after)
+    header = (f"FIND on {run.model}: {args.iterations} iterations, {training['reward_evals_per_prompt']} reward evaluations per "
+              f"prompt, seed {run.seed}; scored on {args.eval_samples} fresh samples per prompt (detector IoU >= 0.7; strict 0.8)")
+    write_results(rows, run_dir, header=header)
+    print((run_dir / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""FIND on RLlib with the real shapes model: learner pipeline, checkpoint round trip, ablations, the train CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["a green circle", "a red square"]
+
+
+def _config(**find_kw):
+    from find_rl.config import RunSettings, find_ppo_config
+    from find_rl.settings import FindSettings
+
+    run_kw = {k: find_kw.pop(k) for k in list(find_kw) if k in ("clip_param", "learn_std", "mean_resolution")}
+    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=2, **run_kw)
+    return find_ppo_config(run, FindSettings(**find_kw))
+
+
+def test_learner_pipeline_replaces_gae_with_calibration(ray_local):
+    from ray.rllib.connectors.learner import GeneralAdvantageEstimation
+
+    from find_rl.connectors import CalibrateRewards
+
+    algo = _config().build_algo()
+    try:
+        learner = algo.learner_group._learner
+        pieces = [type(p) for p in learner._learner_connector.connectors]
+        assert GeneralAdvantageEstimation not in pieces
+        assert pieces[-1] is CalibrateRewards  # last: after NumpyToTensor, where GAE used to sit
+        module = algo.get_module()
+        mu, log_std = module.distribution(torch.arange(2))
+        assert torch.count_nonzero(mu) == 0 and torch.count_nonzero(log_std) == 0  # starts at exactly N(0, I)
+        result = algo.train()
+        f = result["learners"]["default_policy"]["find"]
+        for k in ("clip_fraction", "approx_kl", "ratio_mean", "entropy_per_element", "mu_abs_mean", "std_mean",
+                  "calibration_pred_mean", "reward_mean", "alignment", "alignment/a green circle"):
+            assert k in f and math.isfinite(f[k]), k
+        assert f["samples"] == 8 and f["samples_invalid"] == 0
+        assert 0.9 < f["ratio_mean"] < 1.1
+    finally:
+        algo.stop()
+
+
+def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_local, tmp_path):
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    algo = _config().build_algo()
+    try:
+        for _ in range(2):
+            algo.train()
+        algo.save_to_path(str(tmp_path / "ckpt"))
+        learner = algo.learner_group._learner
+        before_module = {k: v.clone() for k, v in algo.get_module().state_dict().items()}
+        before_cal = learner.calibrator.get_state()
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert restored.iteration == 2
+        after_module = restored.get_module().state_dict()
+        assert all(torch.equal(before_module[k], after_module[k]) for k in before_module)
+        after_cal = restored.learner_group._learner.calibrator.get_state()
+        assert all(torch.equal(before_cal["g"][k], after_cal["g"][k]) for k in before_cal["g"])
+        assert len(before_cal["buffer"]) == len(after_cal["buffer"]) == 2
+        assert all(torch.equal(a, b) for x, y in zip(before_cal["buffer"], after_cal["buffer"]) for a, b in zip(x, y))
+        s0, s1 = before_cal["optimizer"]["state"], after_cal["optimizer"]["state"]
+        assert s0.keys() == s1.keys() and all(torch.equal(s0[k]["exp_avg"], s1[k]["exp_avg"]) for k in s0)
+        restored.train()  # and it trains on
+    finally:
+        restored.stop()
+
+
+@pytest.mark.parametrize("kw", [dict(calibration=False), dict(clip_param=None), dict(surrogate="clamp"),
+                                dict(anchor="l2", anchor_coeff=0.01)])
+def test_ablations_train(ray_local, kw):
+    algo = _config(**kw).build_algo()
+    try:
+        f = algo.train()["learners"]["default_policy"]["find"]
+        assert math.isfinite(f["policy_loss"])
+        if kw.get("clip_param", 0.2) is None:
+            assert f["clip_fraction"] == 0.0
+    finally:
+        algo.stop()
+
+
+def test_train_cli_end_to_end_and_resume(ray_local, tmp_path, capsys):
+    from find_rl import train
+
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--iterations", "2", "--prompts", *PROMPTS, "--samples-per-prompt", "4",
+            "--eval-samples", "8", "--checkpoint-every", "1", "--seed", "3"]
+    assert train.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "iter   1/2" in printed and "iter   2/2" in printed and "clip" in printed and "img/s" in printed
+    for name in ("noise_policy.safetensors", "noise_policy.json", "curve.png", "results.md", "results.csv",
+                 "grid_a_green_circle.png", "grid_a_red_square.png", "progress.jsonl", "run.json"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "noise_policy.json").read_text())
+    assert meta["prompts"] == PROMPTS and meta["latent_shape"] == [3, 16, 16] and meta["sampler"]["eta"] == 0.0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["iter_000001", "iter_000002"]
+    # an existing run is never overwritten
+    assert train.main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    # resume up to 3 iterations in total
+    assert train.main(["--resume", str(out), "--iterations", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "iter   3/3" in printed and "iter   1/3" not in printed
+    rows = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    from find_rl.export import load_policy
+
+    pol = load_policy(out)
+    assert np.isfinite(pol.mean.numpy()).all() and pol.mean.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--prompts", "a purple circle"], "unknown word"),
+        (["--clip-param", "0"], "clip-param must be > 0"),
+        (["--clip-param", "-1"], "clip-param must be > 0"),
+        (["--prompts-file", "/nonexistent/prompts.txt"], "does not exist"),
+        (["--model", "/nonexistent/model"], "not found"),
+        (["--reward", "nope"], "unknown reward"),
+        (["--minibatches-per-epoch", "5"], "must divide"),
+        (["--resume", "/nonexistent/run"], "no run.json"),
+        (["--iterations", "0"], "iterations must be >= 1"),
+    ],
+)
+def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
+    from find_rl import train
+
+    assert train.main(["--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+
+
+def test_train_cli_refuses_unwritable_out(tmp_path, capsys):
+    import os
+
+    from find_rl import train
+
+    if os.geteuid() == 0:
+        target = "/proc/find_rl_cannot_write_here"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = str(locked / "run")
+    assert train.main(["--out", target, "--iterations", "1"]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_empty_prompts_file(tmp_path, capsys):
+    from find_rl import train
+
+    f = tmp_path / "p.txt"
+    f.write_text("\n# nothing\n")
+    assert train.main(["--out", str(tmp_path / "r"), "--prompts-file", str(f)]) == 2
+    assert "holds no prompts" in capsys.readouterr().err
