@@ -155,7 +155,10 @@ class NoiseBanditVectorEnv(VectorEnv):
         return self._b.features[self._idx].copy(), self._infos(None, everyone)
 
     def step(self, actions):
-        actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        actions = np.asarray(actions, dtype=np.float32)
+        expect = (self.num_envs, self.single_action_space.shape[0])
+        if actions.shape != expect:
+            raise ValueError(f"actions have shape {actions.shape}; expected {expect} (num_envs x flattened latent)")
         resetting = self._needs_reset.copy()
         active = ~resetting
         rewards = np.zeros(self.num_envs, np.float32)

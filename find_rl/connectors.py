@@ -36,13 +36,20 @@ class CalibrateRewards(ConnectorV2):
         infos = [ep.get_infos(t + 1) or {} for ep in episodes for t in range(len(ep))]  # one per batch row
         for module_id, mb in batch.items():
             mask = mb[Columns.LOSS_MASK].bool()
-            if len(infos) == len(mask):
-                valid = torch.tensor([bool(i.get("valid", True)) for i in infos], device=mask.device)
-                n_invalid = int((mask & ~valid).sum())
-                mask = mask & valid
-            else:
-                n_invalid = 0
+            if len(infos) != len(mask):
+                raise ValueError(f"CalibrateRewards: {len(infos)} episode steps but {len(mask)} batch rows; it must run on "
+                                 "one-step episodes after AddOneTsToEpisodesAndTruncate, with one module")
+            valid = torch.tensor([bool(i.get("valid", True)) for i in infos], device=mask.device)
+            n_invalid = int((mask & ~valid).sum())
+            mask = mask & valid
             rows = mask.nonzero().squeeze(-1)
+            mb[Columns.LOSS_MASK] = mask
+            if len(rows) == 0:  # every reward invalid: zero advantages, no refit
+                mb[Postprocessing.ADVANTAGES] = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
+                mb[Postprocessing.VALUE_TARGETS] = mb[Columns.REWARDS].float()
+                if metrics is not None:
+                    metrics.log_dict({keys.SAMPLES_INVALID: n_invalid, keys.SAMPLES: 0}, key=(module_id, keys.FIND), window=1)
+                continue
             num_prompts = len(self.prompts)
             obs = mb[Columns.OBS][rows]
             group = obs[:, :num_prompts].argmax(-1)
@@ -54,7 +61,6 @@ class CalibrateRewards(ConnectorV2):
             adv[rows] = result.advantages.to(adv.device)
             mb[Postprocessing.ADVANTAGES] = adv
             mb[Postprocessing.VALUE_TARGETS] = mb[Columns.REWARDS].float()
-            mb[Columns.LOSS_MASK] = mask
             if metrics is not None:
                 stats = {
                     keys.REWARD_MEAN: rewards.mean().item(),
@@ -64,8 +70,8 @@ class CalibrateRewards(ConnectorV2):
                     keys.SAMPLES_INVALID: n_invalid,
                     keys.SAMPLES: len(rows),
                 }
-                aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()]) if len(infos) == len(mask) else None
-                if aligned is not None:
+                aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()])
+                if any("aligned" in infos[r] for r in rows.tolist()):
                     g = group.cpu().numpy()
                     per = per_prompt_mean(aligned.astype(float), g, num_prompts)
                     stats[keys.ALIGNMENT] = float(aligned.mean())

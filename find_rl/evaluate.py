@@ -107,16 +107,17 @@ def evaluate_base(*, model: str = "shapes", prompts: list[str] | None = None, sa
     return {"policy": "base", "model": model, "samples": samples, "seed": seed, "sampler": settings.to_dict(), "prompts": res}
 
 
-def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, prompts: list[str] | None = None) -> dict:
+def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, prompts: list[str] | None = None,
+                    model: str | None = None, device: str | None = None) -> dict:
     from find_rl.export import load_policy
 
     pol = load_policy(policy_dir)
-    settings = SamplerSettings(**pol.sampler) if pol.sampler else SamplerSettings()
+    settings = SamplerSettings(**(dict(pol.sampler) | ({"device": device} if device else {})))
     prompts = prompts or pol.prompts
     idx = [pol.index(p) for p in prompts]
-    res = evaluate_distributions(model=pol.model, prompts=prompts, mean=pol.mean[idx], std=pol.std[idx], samples=samples,
+    res = evaluate_distributions(model=model or pol.model, prompts=prompts, mean=pol.mean[idx], std=pol.std[idx], samples=samples,
                                  seed=seed, settings=settings)
-    return {"policy": str(policy_dir), "model": pol.model, "samples": samples, "seed": seed, "sampler": settings.to_dict(),
+    return {"policy": str(policy_dir), "model": model or pol.model, "samples": samples, "seed": seed, "sampler": settings.to_dict(),
             "prompts": res}
 
 
@@ -137,7 +138,8 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m find_rl.evaluate", description="Score the frozen model or a learned noise policy.")
     p.add_argument("--policy", default="base", help="'base' (N(0, I) noise) or a folder written by find_rl.train")
-    p.add_argument("--model", default="shapes", help="model for --policy base: 'shapes', a pipeline folder or a hub id")
+    p.add_argument("--model", default=None, help="model: 'shapes' (default for base), a pipeline folder or a hub id; overrides a policy's")
+    p.add_argument("--device", default=None, help="device to render on (default: cpu for base, the policy's otherwise)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to score (default: all shapes prompts / the policy's)")
     p.add_argument("--samples", type=int, default=256, help="samples per prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -149,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None and args.json.parent and not args.json.parent.exists():
             raise ValueError(f"--json folder {args.json.parent} does not exist; create it first")
         if args.policy == "base":
-            result = evaluate_base(model=args.model, prompts=args.prompts, samples=args.samples, seed=args.seed)
+            result = evaluate_base(model=args.model or "shapes", prompts=args.prompts, samples=args.samples, seed=args.seed,
+                                   settings=SamplerSettings(device=args.device or "cpu"))
         else:
-            result = evaluate_policy(args.policy, samples=args.samples, seed=args.seed, prompts=args.prompts)
+            result = evaluate_policy(args.policy, samples=args.samples, seed=args.seed, prompts=args.prompts, model=args.model,
+                                     device=args.device)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,50 +16,42 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str | None = None, seed: int = 0,
-             scale: int | None = None, batch_size: int = 64) -> list[Path]:
-    from find_rl.models import load_pipeline
+             scale: int | None = None, batch_size: int = 64, device: str | None = None) -> list[Path]:
     from find_rl.sampler import DiffusionSampler, SamplerSettings
     from find_rl.shapes.pipeline import to_pil
 
     if num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {num_images}")
+    if not prompt.strip():
+        raise ValueError("--prompt is empty; give a prompt such as 'a green circle'")
     gen = torch.Generator().manual_seed(seed)
-    if policy == "base":
-        settings, pol = SamplerSettings(), None
-        model = model or "shapes"
-    else:
+    pol = None
+    settings = {}
+    if policy != "base":
         from find_rl.export import load_policy
 
         pol = load_policy(policy)
-        pol.index(prompt)  # clear error for a prompt the policy was not trained on
-        settings = SamplerSettings(**pol.sampler) if pol.sampler else SamplerSettings()
-        model = model or pol.model
-    pipe = load_pipeline(model, device=settings.device, dtype=settings.dtype)
-    shape = DiffusionSampler(pipe, settings).latent_shape
-    if pol is not None and tuple(pol.latent_shape) != tuple(shape):
-        raise ValueError(f"policy latent shape {pol.latent_shape} does not fit model {model!r} (latent {shape})")
-    if prompt.strip() == "":
-        raise ValueError("--prompt is empty; give a prompt such as 'a green circle'")
-    noise = pol.sample(prompt, num_images, generator=gen) if pol else torch.randn((num_images, *shape), generator=gen)
+        pol.index(prompt)  # a clear error for a prompt the policy was not trained on
+        settings = dict(pol.sampler)
+    if device is not None:
+        settings["device"] = device
+    sampler = DiffusionSampler.from_pretrained(model or (pol.model if pol else "shapes"), SamplerSettings(**settings))
+    if pol is not None and tuple(pol.latent_shape) != tuple(sampler.latent_shape):
+        raise ValueError(f"policy latent shape {pol.latent_shape} does not fit this model (latent {sampler.latent_shape})")
+    noise = pol.sample(prompt, num_images, generator=gen) if pol else torch.randn((num_images, *sampler.latent_shape), generator=gen)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cannot create output folder {out} ({e.strerror}); choose a writable --out") from None
     paths = []
     for start in range(0, num_images, batch_size):
-        latents = noise[start : start + batch_size].to(device=settings.device, dtype=pipe.dtype if hasattr(pipe, "dtype") else None)
-        kwargs = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale, latents=latents)
-        images = pipe(prompt=[prompt] * len(latents), output_type="np", **kwargs).images
-        images = np.asarray(images, dtype=np.float32)
-        if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            images = images.transpose(0, 3, 1, 2) * 2.0 - 1.0
-        s = scale or max(1, 128 // images.shape[-1])
-        for i, im in enumerate(to_pil(images, scale=s)):
+        chunk = noise[start : start + batch_size]
+        images = sampler.sample(chunk, [prompt] * len(chunk)).images  # plain pipeline call with latents=
+        for i, im in enumerate(to_pil(images, scale=scale or max(1, 128 // images.shape[-1]))):
             path = out / f"{start + i:04d}.png"
             im.save(path)
             paths.append(path)
@@ -75,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="override the policy's model (a pipeline folder or hub id)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=None, help="upscale factor for small images (default: to >= 128 px)")
+    p.add_argument("--device", default=None, help="override the policy's sampler device (e.g. cpu, cuda)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         paths = generate(policy=args.policy, prompt=args.prompt, num_images=args.num_images, out=args.out, model=args.model,
-                         seed=args.seed, scale=args.scale)
+                         seed=args.seed, scale=args.scale, device=args.device)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -59,7 +59,9 @@ class FindPPOTorchLearner(PPOTorchLearner):
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
         s = self.find_settings
         mask = batch[Columns.LOSS_MASK].bool()
-        n = mask.sum().clamp(min=1)
+        if not mask.any():  # every reward in this minibatch was invalid: nothing to learn from
+            return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
+        n = mask.sum()
 
         def masked_mean(x: torch.Tensor) -> torch.Tensor:
             return torch.where(mask, x, torch.zeros_like(x)).sum() / n
@@ -104,9 +106,17 @@ class FindPPOTorchLearner(PPOTorchLearner):
         return total
 
     @override(PPOTorchLearner)
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        for module in self.module.values():
+            if hasattr(module.unwrapped(), "project"):
+                module.unwrapped().project()
+
+    @override(PPOTorchLearner)
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
-        state[CALIBRATION_STATE] = self.calibrator.get_state()
+        if self._check_component(CALIBRATION_STATE, components, not_components):
+            state[CALIBRATION_STATE] = self.calibrator.get_state()
         return state
 
     @override(PPOTorchLearner)

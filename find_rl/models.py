@@ -32,12 +32,13 @@ def load_pipeline(model: str = "shapes", *, device: str = "cpu", dtype: str = "f
     Raises a one-line ``ValueError`` that says what to fix when the model is missing, foreign or corrupt.
     """
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
     from find_rl.shapes.pipeline import ShapesPipeline
 
     path = resolve_model(model)
     local = Path(path)
-    kwargs = {"torch_dtype": torch_dtype(dtype)}
+    kwargs = {"dtype": torch_dtype(dtype), "low_cpu_mem_usage": False}
     if local.exists():
         index = local / "model_index.json"
         if not index.is_file():
@@ -51,6 +52,7 @@ def load_pipeline(model: str = "shapes", *, device: str = "cpu", dtype: str = "f
         cls = DiffusionPipeline  # hub id such as "runwayml/stable-diffusion-v1-5"
     else:
         raise ValueError(f"model {model!r} not found: pass 'shapes', an existing pipeline folder, or a hub id like 'org/name'")
+    diffusers_logging.disable_progress_bar()  # loading bars would clutter the commands' output
     try:
         pipe = cls.from_pretrained(path, **kwargs)
     except Exception as e:  # diffusers/safetensors raise many types for unreadable weights

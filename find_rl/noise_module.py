@@ -6,7 +6,8 @@ For each prompt c (the observation's one-hot), the policy is N(mu_c, sigma_c^2) 
   full resolution when ``mean_resolution`` is None. A low-resolution mean moves the layout of the image, not
   its texture, which keeps much more of the frozen model's diversity.
 - ``log sigma_c`` is one scalar per prompt (``std_mode="scalar"``) or one per latent element (``"element"``, the
-  paper's 2x4xHxW tensor), floored at ``min_std``; ``learn_std=False`` keeps sigma = 1.
+  paper's 2x4xHxW tensor), floored at ``min_std`` (the learner projects the parameter back onto the floor after
+  each update, so it never sits below it with a zero gradient); ``learn_std=False`` keeps sigma = 1.
 - Initialised at exactly N(0, I) (mu = 0, log sigma = 0): iteration 0 is the frozen model's own distribution.
 
 The module outputs RLlib's DiagGaussian inputs ``cat([mu, log_sigma])`` (2D numbers per row). Nothing of the
@@ -52,11 +53,16 @@ class NoisePolicyModule(TorchRLModule):
         """``(mu, log_sigma)``, each ``(N, D)``, for a batch of prompt indices."""
         mu = self.mu[prompt_index]
         if self.mean_shape != self.latent_shape:
-            mode = "bilinear" if len(self.latent_shape) == 3 else "trilinear"
+            mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
             mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
         mu = mu.flatten(1)
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand_as(mu)
         return mu, log_std
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Keep log sigma on or above its floor (called by the learner after each update)."""
+        self.log_std.clamp_(min=self.min_log_std)
 
     def prompt_index(self, obs: torch.Tensor) -> torch.Tensor:
         return obs[:, : self.num_prompts].argmax(-1)

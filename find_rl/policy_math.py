@@ -9,11 +9,17 @@ Notation (code name -> paper):
 
 Why the per-element mean: the joint log-density of a 768- or 16384-element Gaussian changes by hundreds of
 nats under tiny parameter moves, so ``exp(sum_d ...)`` overflows float32 and PPO's clip would engage at
-once. Averaging over elements makes ``log ratio`` an average per-element quantity. Since z is drawn from
-the behaviour policy b, ``E_b[-log ratio] = KL(b || pi) / D``: clipping the ratio at ``1 + clip_param``
-therefore bounds how far one update can move the policy to roughly ``ln(1 + clip_param)`` nats **per latent
-element** (clip_param = 0.2 -> 0.18 nats/element; a uniform mean shift of ~0.6 sigma, or a std change to
-~0.61x or ~1.45x, reaches it). It is a trust region in the geometry of the whole latent, not of one sample.
+once. Averaging over elements makes ``log ratio`` an average per-element quantity.
+
+The trust region this implies for ``clip_param`` (eps). z is drawn from the behaviour policy b, so
+``E_b[log ratio] = -KL(b || pi) / D``: in D dimensions almost *every* sample's ratio falls below 1 as pi moves
+away from b, whichever way it moves (a sample's own pull, ~|delta|/sqrt(D), is swamped by the -|delta|^2/2
+term). The binding edge is therefore the **lower** one, ``1 - eps``, i.e. about ``-ln(1 - eps)`` nats of
+KL per latent element (eps = 0.2 -> 0.22 nats/element; a uniform mean shift of ~0.67 sigma). With PPO's
+``min(unclipped, clipped)`` it stops the gradient of samples with A < 0 once their ratio leaves the band, and
+keeps the pessimistic unclipped term for A > 0: the region is one-sided, and the step size is set mostly by
+lr x epochs. The released code's clamp-only loss (``mode="clamp"``) stops both, at the cost of also stopping
+corrections. ``approx_kl`` (below) reports the per-element KL(b || pi) so the actual step is visible.
 """
 
 from __future__ import annotations
@@ -69,8 +75,12 @@ def clip_fraction(ratio: torch.Tensor, clip_param: float | None) -> torch.Tensor
 
 
 def approx_kl(log_r: torch.Tensor) -> torch.Tensor:
-    """Per-element KL(behaviour || new) estimate ``E[(r - 1) - log r]`` (Schulman's k3; >= 0, low variance)."""
-    return (torch.expm1(log_r) - log_r).mean()
+    """Per-element KL(behaviour || new) estimate ``-E_b[log r]`` (k1) from per-element log-ratios.
+
+    (Schulman's k3, ``E[(r - 1) - log r]``, relies on ``E_b[r] = 1``, which holds for the joint ratio but not
+    for the per-element one: it would report ~KL^2/2 here.)
+    """
+    return -log_r.mean()
 
 
 def kl_to_standard_normal(mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """``DiffusionSampler``: a frozen diffusers pipeline that turns (prompts, initial noise) into images.
 
-Nothing RL lives here. The initial noise enters the unmodified pipeline through ``latents=``, the entry point
+Nothing RL lives here. The pipeline's scheduler is swapped for DDIM unless ``scheduler="keep"``. The initial noise enters the unmodified pipeline through ``latents=``, the entry point
 every diffusers text-to-image pipeline offers. With DDIM and ``eta = 0`` (the default) sampling is
 deterministic, so the image, and therefore the reward, is a function of the noise: FIND's one-step MDP.
 """
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 
 from find_rl.models import load_pipeline, torch_dtype
 
@@ -28,8 +29,11 @@ class SamplerSettings:
     eta: float = 0.0  # 0 = deterministic DDIM; > 0 makes the reward noisy given the noise
     device: str = "cpu"
     dtype: str = "float32"
+    scheduler: str = "ddim"  # "ddim": swap the pipeline's scheduler for DDIM; "keep": use the checkpoint's own
 
     def __post_init__(self):
+        if self.scheduler not in ("ddim", "keep"):
+            raise ValueError(f"scheduler must be 'ddim' or 'keep', got {self.scheduler!r}")
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.eta < 0:
@@ -52,6 +56,9 @@ class DiffusionSampler:
     def __init__(self, pipeline, settings: SamplerSettings | None = None, *, seed: int = 0):
         self.pipeline = pipeline
         self.settings = settings or SamplerSettings()
+        if self.settings.scheduler == "ddim" and not isinstance(pipeline.scheduler, DDIMScheduler):
+            # e.g. SD 1.5 ships PNDM; FIND wants DDIM so that eta = 0 makes the image a function of the noise
+            pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
         self._call_params = set(inspect.signature(pipeline.__call__).parameters)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)  # used only when eta > 0
         if self.settings.eta > 0:

@@ -1,4 +1,5 @@
-"""``FindSettings``: FIND's own hyperparameters (beyond RLlib's PPO ones), typed, validated, serialisable.
+"""Typed, validated settings: ``RunSettings`` (what to train, how to sample) and ``FindSettings`` (FIND's own
+hyperparameters beyond RLlib's PPO ones). No Ray import here, so ``--help`` and validation stay fast.
 
 They travel to the Learner inside ``config.learners(learner_config_dict=...)`` as a plain dict.
 RLlib's names are kept for RLlib's knobs (``clip_param``, ``lr``, ``num_epochs``, ``minibatch_size``).
@@ -6,6 +7,7 @@ RLlib's names are kept for RLlib's knobs (``clip_param``, ``lr``, ``num_epochs``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 
@@ -39,3 +41,57 @@ class FindSettings:
     def from_dict(cls, d: dict) -> "FindSettings":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunSettings:
+    """Everything one FIND run needs besides :class:`FindSettings`. Defaults = the embedded shapes world."""
+
+    model: str = "shapes"
+    reward: str = "shapes"
+    prompts: list[str] = field(default_factory=list)
+    latent_shape: tuple[int, ...] = (3, 16, 16)
+    samples_per_prompt: int = 32  # images per prompt per iteration (per env runner)
+    num_env_runners: int = 0  # 0: sample in the driver process (fastest on a small CPU box)
+    num_gpus_per_env_runner: float = 0.0
+    num_gpus_per_learner: float = 0.0
+    device: str = "cpu"
+    num_inference_steps: int = 10
+    guidance_scale: float = 1.0
+    eta: float = 0.0
+    torch_threads: int | None = None
+    lr: float = 0.05
+    clip_param: float | None = 0.2  # None / inf: no clipping (ablation)
+    num_epochs: int = 4
+    minibatches_per_epoch: int = 1
+    mean_resolution: int | None = 4
+    std_mode: str = "scalar"
+    learn_std: bool = False  # sigma = 1: the learned mean alone steers (a learned sigma shrinks and costs diversity)
+    min_std: float = 0.5
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise ValueError("no prompts given; pass --prompts 'a green circle' ... or a --prompts-file")
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 (per-prompt statistics), got {self.samples_per_prompt}")
+        if self.clip_param is not None and not math.isinf(self.clip_param) and self.clip_param <= 0:
+            raise ValueError(f"clip_param must be > 0 (or 'inf' for no clipping), got {self.clip_param}")
+        if self.lr <= 0 or self.num_epochs < 1:
+            raise ValueError(f"lr must be > 0 and num_epochs >= 1, got lr={self.lr}, num_epochs={self.num_epochs}")
+        if self.minibatches_per_epoch < 1 or self.batch_size % self.minibatches_per_epoch:
+            raise ValueError(
+                f"minibatches_per_epoch={self.minibatches_per_epoch} must divide the batch of {self.batch_size} samples"
+            )
+        if self.mean_resolution is not None and not 1 <= self.mean_resolution <= min(self.latent_shape[1:]):
+            raise ValueError(f"mean_resolution must be in [1, {min(self.latent_shape[1:])}] or None, got {self.mean_resolution}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples (episodes) per env runner per iteration: every prompt gets ``samples_per_prompt``."""
+        return len(self.prompts) * self.samples_per_prompt
+
+    def env_config(self) -> dict:
+        return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
+                    num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,
+                    device=self.device, torch_threads=self.torch_threads, seed=self.seed)

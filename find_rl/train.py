@@ -16,6 +16,7 @@ images/s), writes RLlib checkpoints to ``DIR/checkpoints/``, and at the end writ
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -25,8 +26,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from find_rl.config import RunSettings
-from find_rl.settings import FindSettings
+from find_rl.settings import FindSettings, RunSettings
 
 logger = logging.getLogger("find_rl.train")
 RUN_FILE = "run.json"
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--mean-resolution", type=lambda v: None if v == "full" else int(v), default=4,
                    help="spatial resolution of the learned mean (upsampled), or 'full'")
     o.add_argument("--std-mode", choices=("scalar", "element"), default="scalar")
-    o.add_argument("--learn-std", action=argparse.BooleanOptionalAction, default=True)
+    o.add_argument("--learn-std", action=argparse.BooleanOptionalAction, default=False, help="learn sigma (default: sigma = 1)")
     o.add_argument("--min-std", type=float, default=0.5)
     return p
 
@@ -113,6 +113,8 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSettings]:
     if args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.clip_param is not None and args.clip_param <= 0:
         raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
     from find_rl.sampler import DiffusionSampler
@@ -148,8 +150,11 @@ def prepare_run_dir(args: argparse.Namespace, argv: list[str]) -> Path:
             raise ValueError(f"--resume {d}: no complete checkpoint in {d}/checkpoints; start a new run with --out")
         return d
     d = args.out
-    if (d / RUN_FILE).exists():
+    from find_rl.checkpoints import latest_checkpoint
+
+    if (d / RUN_FILE).exists() and latest_checkpoint(d) is not None:
         raise ValueError(f"{d} already holds a run; use --resume {d} to continue it, or choose another --out")
+    # (a run.json without any checkpoint is a run that died before its first checkpoint: start it afresh)
     try:
         d.mkdir(parents=True, exist_ok=True)
         probe = d / ".write_test"
@@ -159,6 +164,21 @@ def prepare_run_dir(args: argparse.Namespace, argv: list[str]) -> Path:
         raise ValueError(f"cannot write to output folder {d} ({e.strerror}); choose a writable --out") from None
     (d / RUN_FILE).write_text(json.dumps({"argv": argv}, indent=2))
     return d
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The RNG seed of one iteration: a run resumed at iteration k draws exactly the noise an uninterrupted run would."""
+    return (seed * 1_000_003 + iteration) % (2**31 - 1)
+
+
+def _seed_env_runner(env_runner, *, seed: int) -> None:
+    """Seed one env runner's exploration RNG (torch draws the noise); each runner gets its own stream."""
+    import numpy as np
+    import torch
+
+    s = (seed + 7919 * int(getattr(env_runner, "worker_index", 0))) % (2**31 - 1)
+    torch.manual_seed(s)
+    np.random.seed(s)
 
 
 def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, batch: int) -> dict:
@@ -248,6 +268,8 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
     per_iter = run.samples_per_prompt * max(run.num_env_runners, 1)
     for it in range(done, args.iterations):
         t0 = time.perf_counter()
+        algo.env_runner_group.foreach_env_runner(
+            functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
         result = algo.train()
         row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * max(run.num_env_runners, 1))
         row["reward_evals_per_prompt"] = (it + 1) * per_iter

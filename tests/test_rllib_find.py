@@ -136,8 +136,8 @@ def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
     from find_rl import train
 
     assert train.main(["--out", str(tmp_path / "r"), *argv]) == 2
-    err = capsys.readouterr().err
-    assert msg in err and err.count("\n") == 1
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and msg in errors[0]  # one line that says what to fix
 
 
 def test_train_cli_refuses_unwritable_out(tmp_path, capsys):
