@@ -162,3 +162,32 @@ def test_empty_prompts_file(tmp_path, capsys):
     f.write_text("\n# nothing\n")
     assert train.main(["--out", str(tmp_path / "r"), "--prompts-file", str(f)]) == 2
     assert "holds no prompts" in capsys.readouterr().err
+
+
+class _HalfNaNReward:
+    """The detector's score, but NaN for every second image: those samples must be skipped and counted."""
+
+    def __call__(self, images, prompts):
+        from find_rl.rewards import ShapesReward
+
+        s = ShapesReward()(images, prompts).astype(float)
+        s[::2] = float("nan")
+        return s
+
+
+def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
+    from find_rl import rewards
+
+    monkeypatch.setitem(rewards.REWARDS, "half-nan", _HalfNaNReward)
+    from find_rl.config import RunSettings, find_ppo_config
+    from find_rl.settings import FindSettings
+
+    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=1, reward="half-nan")
+    algo = find_ppo_config(run, FindSettings()).build_algo()
+    try:
+        f = algo.train()["learners"]["default_policy"]["find"]
+        assert f["samples_invalid"] == 4 and f["samples"] == 4
+        assert math.isfinite(f["policy_loss"])
+        assert all(torch.isfinite(p).all() for p in algo.get_module().parameters())
+    finally:
+        algo.stop()

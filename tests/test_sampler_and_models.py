@@ -85,3 +85,12 @@ def test_missing_and_corrupt_models_give_clear_errors(tmp_path, tiny_shapes_mode
     (broken / "model_index.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
         load_pipeline(str(broken))
+
+
+def test_shipped_model_drifts_on_a_rare_prompt_and_follows_a_common_one():
+    """A fresh 64-sample check of the problem: 'a green circle' (2% of data) fails, 'a red circle' (29%) works."""
+    from find_rl.evaluate import evaluate_distributions
+
+    res = evaluate_distributions(prompts=["a green circle", "a red circle"], samples=64, seed=42)
+    assert res["a green circle"]["alignment"] < 0.25
+    assert res["a red circle"]["alignment"] > 0.85

@@ -20,3 +20,18 @@ def test_same_seed_same_weights_different_seed_different(tmp_path):
     a.save_pretrained(tmp_path / "m", safe_serialization=True)
     loaded = load_pipeline(str(tmp_path / "m"))
     assert all(torch.equal(wa[k], _weights(loaded)[k]) for k in wa)
+
+
+def test_shipped_model_shows_the_problem_find_fixes():
+    """The committed baseline (written by train_base via `evaluate --policy base`) has rare < 0.5 and common > 0.9."""
+    import json
+
+    from find_rl.models import SHAPES_MODEL_DIR
+
+    base = json.loads((SHAPES_MODEL_DIR / "baseline.json").read_text())
+    assert base["samples"] >= 256
+    rare = [v["alignment"] for v in base["prompts"].values() if v["rare"]]
+    common = [v["alignment"] for v in base["prompts"].values() if not v["rare"]]
+    assert len(rare) == 6 and len(common) == 3
+    assert sum(rare) / 6 < 0.5 and sum(common) / 3 > 0.9
+    assert "Rare prompts average" in (SHAPES_MODEL_DIR / "README.md").read_text()

@@ -118,7 +118,7 @@ took {train_seconds:.0f} s of optimisation on this machine ({args.threads} torch
 
 ## Baseline alignment under N(0, I) noise
 DDIM {baseline['sampler']['num_inference_steps']} steps, eta 0, no guidance; {baseline['samples']} samples per prompt,
-95% Wilson interval; strict = detector IoU >= 0.8; diversity = mean pairwise L2 distance between same-prompt
+95% Wilson interval; strict = detector IoU >= 0.8 instead of 0.7 (both also require the shape-margin check); diversity = mean pairwise L2 distance between same-prompt
 images. Produced by `python -m find_rl.evaluate --policy base --samples {baseline['samples']} --seed {baseline['seed']}`.
 
 | prompt | share of data | kind | alignment [95% CI] | strict | diversity |
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
                  batch_size=args.batch_size, lr=args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(args.out, safe_serialization=True)
+    for f in args.out.rglob("*.safetensors"):
+        f.chmod(0o644)  # readable by everyone once installed
     from find_rl.evaluate import evaluate_base  # the same code as `python -m find_rl.evaluate --policy base`
 
     baseline = evaluate_base(model=str(args.out), samples=args.eval_samples, seed=0)
