@@ -27,9 +27,10 @@ from find_rl import keys
 
 class CalibrateRewards(ConnectorV2):
     def __init__(self, input_observation_space=None, input_action_space=None, *, calibrator: RewardCalibrator,
-                 prompts: list[str], **kwargs):
+                 prompts: list[str], anchor=None, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.calibrator = calibrator  # owned (and checkpointed) by the Learner
+        self.anchor = anchor  # AdaptiveAnchor or None; owned (and checkpointed) by the Learner
         self.prompts = list(prompts)
 
     def __call__(self, *, rl_module, batch: dict[str, Any], episodes, metrics=None, **kwargs):
@@ -61,6 +62,11 @@ class CalibrateRewards(ConnectorV2):
             adv[rows] = result.advantages.to(adv.device)
             mb[Postprocessing.ADVANTAGES] = adv
             mb[Postprocessing.VALUE_TARGETS] = mb[Columns.REWARDS].float()
+            has_aligned = any("aligned" in infos[r] for r in rows.tolist())
+            aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()])
+            per = per_prompt_mean(aligned.astype(float), group.cpu().numpy(), num_prompts) if has_aligned else None
+            if self.anchor is not None and per is not None:  # adapt each prompt's anchor weight to its alignment
+                self.anchor.update(per)
             if metrics is not None:
                 stats = {
                     keys.REWARD_MEAN: rewards.mean().item(),
@@ -70,13 +76,10 @@ class CalibrateRewards(ConnectorV2):
                     keys.SAMPLES_INVALID: n_invalid,
                     keys.SAMPLES: len(rows),
                 }
-                aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()])
-                if any("aligned" in infos[r] for r in rows.tolist()):
-                    g = group.cpu().numpy()
-                    per = per_prompt_mean(aligned.astype(float), g, num_prompts)
+                if self.anchor is not None:
+                    stats[keys.ANCHOR_COEFF_MEAN] = float(self.anchor.coeffs.mean())
+                if per is not None:
                     stats[keys.ALIGNMENT] = float(aligned.mean())
-                    for p, v in zip(self.prompts, per):
-                        if np.isfinite(v):
-                            stats[keys.alignment_of(p)] = float(v)
+                    stats |= {keys.alignment_of(p): float(v) for p, v in zip(self.prompts, per) if np.isfinite(v)}
                 metrics.log_dict(stats, key=(module_id, keys.FIND), window=1)
         return batch

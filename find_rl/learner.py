@@ -6,7 +6,8 @@ Hooks (each marked ``@override``):
   calibrated reward).
 - ``compute_loss_for_module``: the clipped surrogate on the per-element log-ratio against the **behaviour**
   policy that drew each sample (RLlib's recorded ``action_logp``), so reusing a batch over several epochs and
-  minibatches is valid; plus an optional anchor to N(0, I). See :mod:`find_rl.policy_math` for the math and
+  minibatches is valid; plus an optional anchor to N(0, I), with a fixed weight or a per-prompt adaptive one
+  (:mod:`find_rl.anchor`). See :mod:`find_rl.policy_math` for the math and
   the trust region ``clip_param`` implies.
 - ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history) is part of the checkpoint.
 """
@@ -25,11 +26,13 @@ from ray.rllib.utils.annotations import override
 
 from find_rl import keys
 from find_rl import policy_math as pm
+from find_rl.anchor import AdaptiveAnchor
 from find_rl.calibration import RewardCalibrator
 from find_rl.connectors import CalibrateRewards
 from find_rl.settings import FindSettings
 
 CALIBRATION_STATE = "reward_calibration"
+ANCHOR_STATE = "adaptive_anchor"
 
 
 class FindPPOTorchLearner(PPOTorchLearner):
@@ -50,10 +53,16 @@ class FindPPOTorchLearner(PPOTorchLearner):
             history=s.calibration_history,
             device=self._device or "cpu",
         )
+        self.adaptive_anchor = (
+            AdaptiveAnchor(num_groups=module.num_prompts, target=s.target_alignment, init=max(s.anchor_coeff, 1e-3),
+                           factor=s.anchor_factor)
+            if s.target_alignment is not None else None
+        )
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
-            self._learner_connector.append(CalibrateRewards(calibrator=self.calibrator, prompts=s.prompts))
+            self._learner_connector.append(
+                CalibrateRewards(calibrator=self.calibrator, prompts=s.prompts, anchor=self.adaptive_anchor))
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -76,13 +85,17 @@ class FindPPOTorchLearner(PPOTorchLearner):
         clip = config.clip_param if config.clip_param is not None and math.isfinite(config.clip_param) else None
         surrogate = pm.clipped_surrogate(ratio, batch[Postprocessing.ADVANTAGES], clip, mode=s.surrogate)
         policy_loss = masked_mean(surrogate)
-        if s.anchor == "kl":
-            anchor = masked_mean(pm.kl_to_standard_normal(mu, log_std))
-        elif s.anchor == "l2":
-            anchor = masked_mean(pm.l2_anchor(mu, log_std))
+        if s.anchor == "none":
+            anchor = weighted_anchor = torch.zeros((), device=mu.device)
         else:
-            anchor = torch.zeros((), device=mu.device)
-        total = policy_loss + s.anchor_coeff * anchor
+            per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
+            anchor = masked_mean(per_row)
+            if self.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
+                coeff = self.adaptive_anchor.coeffs.to(mu.device)[batch[Columns.OBS][:, : len(s.prompts)].argmax(-1)]
+                weighted_anchor = masked_mean(coeff * per_row)
+            else:
+                weighted_anchor = s.anchor_coeff * anchor
+        total = policy_loss + weighted_anchor
 
         with torch.no_grad():
             rows = mask.nonzero().squeeze(-1)
@@ -117,6 +130,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
         state = super().get_state(components, not_components=not_components, **kwargs)
         if self._check_component(CALIBRATION_STATE, components, not_components):
             state[CALIBRATION_STATE] = self.calibrator.get_state()
+        if self.adaptive_anchor is not None and self._check_component(ANCHOR_STATE, components, not_components):
+            state[ANCHOR_STATE] = self.adaptive_anchor.get_state()
         return state
 
     @override(PPOTorchLearner)
@@ -124,3 +139,5 @@ class FindPPOTorchLearner(PPOTorchLearner):
         super().set_state(state)
         if CALIBRATION_STATE in state:
             self.calibrator.set_state(state[CALIBRATION_STATE])
+        if ANCHOR_STATE in state and self.adaptive_anchor is not None:
+            self.adaptive_anchor.set_state(state[ANCHOR_STATE])

@@ -16,7 +16,9 @@ class FindSettings:
     prompts: list[str] = field(default_factory=list)  # the env's prompt list (metric names, exports)
     surrogate: str = "ppo"  # "ppo": min(unclipped, clipped); "clamp": the released code's clamp-only loss
     anchor: str = "kl"  # pull toward N(0, I): "kl" (analytic Gaussian KL), "l2" (the paper's stand-in), "none"
-    anchor_coeff: float = 0.0  # weight of the anchor term (per-element mean)
+    anchor_coeff: float = 0.0  # weight of the anchor term (per-element mean); initial weight when adaptive
+    target_alignment: float | None = None  # if set: per-prompt adaptive anchor weight (find_rl/anchor.py)
+    anchor_factor: float = 1.5  # multiplicative adaptation of the adaptive anchor weight per iteration
     calibration: bool = True  # dynamic reward calibration r - g(mu, sigma, c); False = ablation
     calibration_normalize: str = "prompt"  # divide r* by the per-prompt ("prompt") or batch std, or "none"
     calibration_lr: float = 1e-2
@@ -31,6 +33,10 @@ class FindSettings:
             raise ValueError(f"anchor must be 'kl', 'l2' or 'none', got {self.anchor!r}")
         if self.anchor_coeff < 0:
             raise ValueError(f"anchor_coeff must be >= 0, got {self.anchor_coeff}")
+        if self.target_alignment is not None and not 0.0 < self.target_alignment <= 1.0:
+            raise ValueError(f"target_alignment must be in (0, 1], got {self.target_alignment}")
+        if self.target_alignment is not None and self.anchor == "none":
+            raise ValueError("target_alignment adapts the anchor weight; choose --anchor kl or l2, not none")
         if self.calibration_steps < 0 or self.calibration_history < 1:
             raise ValueError("calibration_steps must be >= 0 and calibration_history >= 1")
 

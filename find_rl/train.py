@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--minibatches-per-epoch", type=int, default=1)
     o.add_argument("--surrogate", choices=("ppo", "clamp"), default="ppo", help="'clamp' = the released code's clamp-only loss")
     o.add_argument("--anchor", choices=("kl", "l2", "none"), default="kl", help="regulariser toward N(0, I)")
-    o.add_argument("--anchor-coeff", type=float, default=0.0)
+    o.add_argument("--anchor-coeff", type=float, default=0.0, help="anchor weight (initial weight if --target-alignment)")
+    o.add_argument("--target-alignment", type=float, default=None,
+                   help="adapt each prompt's anchor weight to hold its training alignment at this level (keeps diversity)")
     o.add_argument("--no-calibration", action="store_true", help="ablation: train on raw rewards (no g)")
     o.add_argument("--calibration-normalize", choices=("prompt", "batch", "none"), default="prompt")
     o.add_argument("--mean-resolution", type=lambda v: None if v == "full" else int(v), default=4,
@@ -132,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
     make_reward(args.reward)
     run.latent_shape = DiffusionSampler.from_pretrained(args.model).latent_shape  # also checks the model loads
     find = FindSettings(surrogate=args.surrogate, anchor=args.anchor, anchor_coeff=args.anchor_coeff,
+                        target_alignment=args.target_alignment,
                         calibration=not args.no_calibration, calibration_normalize=args.calibration_normalize)
     run.validate()
     return run, find

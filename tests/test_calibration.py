@@ -80,3 +80,21 @@ def test_bad_normalize_and_per_prompt_mean():
 
     m = per_prompt_mean(np.array([1.0, 0.0, 1.0]), np.array([0, 0, 2]), 3)
     assert m[0] == 0.5 and np.isnan(m[1]) and m[2] == 1.0
+
+
+def test_adaptive_anchor_rises_above_target_falls_below_and_round_trips():
+    import numpy as np
+
+    from find_rl.anchor import AdaptiveAnchor
+
+    a = AdaptiveAnchor(num_groups=3, target=0.9, init=0.01, factor=2.0, max_coeff=0.05)
+    a.update(np.array([1.0, 0.5, np.nan]))
+    assert a.coeffs.tolist() == pytest.approx([0.02, 0.005, 0.01])
+    a.update(np.array([0.95, 0.5, np.nan]))
+    a.update(np.array([0.95, 0.5, np.nan]))
+    assert a.coeffs.tolist() == pytest.approx([0.05, 0.00125, 0.01])  # clipped at max_coeff
+    b = AdaptiveAnchor(num_groups=3, target=0.9)
+    b.set_state(a.get_state())
+    assert torch.equal(a.coeffs, b.coeffs)
+    with pytest.raises(ValueError, match="target"):
+        AdaptiveAnchor(num_groups=1, target=1.5)

@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_loc
 
 
 @pytest.mark.parametrize("kw", [dict(calibration=False), dict(clip_param=None), dict(surrogate="clamp"),
-                                dict(anchor="l2", anchor_coeff=0.01)])
+                                dict(anchor="l2", anchor_coeff=0.01), dict(target_alignment=0.5)])
 def test_ablations_train(ray_local, kw):
     algo = _config(**kw).build_algo()
     try:
@@ -84,6 +84,15 @@ def test_ablations_train(ray_local, kw):
         assert math.isfinite(f["policy_loss"])
         if kw.get("clip_param", 0.2) is None:
             assert f["clip_fraction"] == 0.0
+        if kw.get("calibration") is False:
+            assert f["calibration_pred_mean"] == 0.0  # g is not used
+        if kw.get("anchor") == "l2":
+            assert f["anchor"] > 0.0
+        if "target_alignment" in kw:
+            learner = algo.learner_group._learner
+            assert "anchor_coeff_mean" in f
+            assert "adaptive_anchor" in learner.get_state()
+            assert not torch.allclose(learner.adaptive_anchor.coeffs, torch.full((2,), 1e-3))  # it adapted
     finally:
         algo.stop()
 
