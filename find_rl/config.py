@@ -54,7 +54,7 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
                 module_class=NoisePolicyModule,
                 model_config=dict(num_prompts=len(run.prompts), latent_shape=list(run.latent_shape),
                                   mean_resolution=run.mean_resolution, std_mode=run.std_mode,
-                                  learn_std=run.learn_std, min_std=run.min_std),
+                                  learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass),
             )
         )
         .debugging(seed=run.seed)

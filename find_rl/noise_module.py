@@ -42,6 +42,7 @@ class NoisePolicyModule(TorchRLModule):
         c, spatial = self.latent_shape[0], self.latent_shape[1:]
         self.mean_shape = (c, *([int(res)] * len(spatial))) if res else self.latent_shape
         self.mu = nn.Parameter(torch.zeros(self.num_prompts, *self.mean_shape))
+        self.mean_highpass = cfg.get("mean_highpass")  # block size whose block averages are removed from mu
         std_mode = cfg.get("std_mode", "scalar")
         if std_mode not in ("scalar", "element"):
             raise ValueError(f"std_mode must be 'scalar' or 'element', got {std_mode!r}")
@@ -55,6 +56,10 @@ class NoisePolicyModule(TorchRLModule):
         if self.mean_shape != self.latent_shape:
             mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
             mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
+        if self.mean_highpass:
+            k = int(self.mean_highpass)
+            low = F.avg_pool2d(mu, k)
+            mu = mu - F.interpolate(low, scale_factor=k, mode="nearest")
         mu = mu.flatten(1)
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand_as(mu)
         return mu, log_std

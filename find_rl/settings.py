@@ -71,6 +71,7 @@ class RunSettings:
     num_epochs: int = 4
     minibatches_per_epoch: int = 1
     mean_resolution: int | None = 4
+    mean_highpass: int | None = None  # remove the mean's k x k block averages (steer without moving the layout)
     std_mode: str = "scalar"
     learn_std: bool = False  # sigma = 1: the learned mean alone steers (a learned sigma shrinks and costs diversity)
     min_std: float = 0.5

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--calibration-normalize", choices=("prompt", "batch", "none"), default="prompt")
     o.add_argument("--mean-resolution", type=lambda v: None if v == "full" else int(v), default=4,
                    help="spatial resolution of the learned mean (upsampled), or 'full'")
+    o.add_argument("--mean-highpass", type=int, default=None, help="remove the learned mean's k x k block averages")
     o.add_argument("--std-mode", choices=("scalar", "element"), default="scalar")
     o.add_argument("--learn-std", action=argparse.BooleanOptionalAction, default=False, help="learn sigma (default: sigma = 1)")
     o.add_argument("--min-std", type=float, default=0.5)
@@ -126,7 +127,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
                       num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
                       device=args.device, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
-                      minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution,
+                      minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
                       std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
                       torch_threads=args.threads if args.num_env_runners == 0 else 1)
     from find_rl.rewards import make_reward
