@@ -98,10 +98,6 @@ class RewardCalibrator:
         self._buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (x, mean reward, count)
         self.device = torch.device(device)
 
-    @torch.no_grad()
-    def predict(self, dist_inputs: torch.Tensor, prompt_feat: torch.Tensor) -> torch.Tensor:
-        return self.g(self.g.features(dist_inputs.to(self.device), prompt_feat.to(self.device)))
-
     def update(
         self, *, dist_inputs: torch.Tensor, prompt_feat: torch.Tensor, group: torch.Tensor, rewards: torch.Tensor
     ) -> CalibrationResult:

@@ -14,7 +14,6 @@ Use it with any diffusers pipeline: ``latents = mean[i] + std[i] * torch.randn(.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +92,3 @@ def load_policy(directory: str | Path) -> NoisePolicy:
     return NoisePolicy(prompts=list(prompts), mean=mean, std=std, model=meta.get("model", "shapes"),
                        sampler=meta.get("sampler", {}), training=meta.get("training", {}))
 
-
-def describe(policy: NoisePolicy) -> str:
-    return (f"{len(policy.prompts)} prompts, latent {policy.latent_shape}, |mean| "
-            f"{policy.mean.abs().mean():.3f}, mean std {policy.std.mean():.3f} (ln {math.log(max(policy.std.mean().item(), 1e-12)):.2f})")

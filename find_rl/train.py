@@ -185,7 +185,7 @@ def _seed_env_runner(env_runner, *, seed: int) -> None:
     np.random.seed(s)
 
 
-def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, batch: int) -> dict:
+def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, batch: int, evals_per_prompt: int) -> dict:
     from find_rl import keys
 
     f = result["learners"]["default_policy"][keys.FIND]
@@ -202,7 +202,7 @@ def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, 
         "samples_invalid": int(f[keys.SAMPLES_INVALID]),
         "seconds": seconds,
         "images_per_s": batch / seconds,
-        "reward_evals_per_prompt": 0,
+        "reward_evals_per_prompt": evals_per_prompt,
     }
 
 
@@ -275,8 +275,8 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
         algo.env_runner_group.foreach_env_runner(
             functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
         result = algo.train()
-        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * max(run.num_env_runners, 1))
-        row["reward_evals_per_prompt"] = (it + 1) * per_iter
+        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * max(run.num_env_runners, 1),
+                        (it + 1) * per_iter)
         history.append(row)
         with progress.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
