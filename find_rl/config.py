@@ -19,8 +19,7 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
     """Build the PPOConfig: vector env, NoisePolicyModule, FindPPOTorchLearner, one render call per iteration."""
     run.validate()
     find.prompts = list(run.prompts)
-    runners = max(run.num_env_runners, 1)
-    train_batch = run.batch_size * runners  # one vector step per runner per iteration (reset steps do not count)
+    train_batch = run.batch_size * run.runners  # one vector step per runner per iteration (reset steps do not count)
     # RLlib turns each one-step episode into 2 rows (one masked), so a minibatch of M rows holds ~M/2 samples;
     # None = the whole batch in every gradient step.
     minibatch = None if run.minibatches_per_epoch == 1 else 2 * train_batch // run.minibatches_per_epoch

@@ -85,8 +85,9 @@ def evaluate_distributions(
     flat_noise = noise.reshape(-1, *shape)
     images = np.concatenate([sampler.sample(flat_noise[i : i + chunk], flat_prompts[i : i + chunk]).images
                              for i in range(0, len(flat_prompts), chunk)])
-    lenient = ShapesReward(min_iou=DEFAULT_IOU).score(images, flat_prompts)["aligned"]
-    strict = ShapesReward(min_iou=STRICT_IOU).score(images, flat_prompts)["aligned"]
+    scored = ShapesReward(min_iou=DEFAULT_IOU).score(images, flat_prompts)  # one detection pass serves both settings
+    lenient = scored["aligned"]
+    strict = lenient & (scored["shape_iou"] >= STRICT_IOU)
     out = {}
     for i, p in enumerate(prompts):
         sl = slice(i * samples, (i + 1) * samples)

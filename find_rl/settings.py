@@ -98,6 +98,16 @@ class RunSettings:
         """Samples (episodes) per env runner per iteration: every prompt gets ``samples_per_prompt``."""
         return len(self.prompts) * self.samples_per_prompt
 
+    @property
+    def runners(self) -> int:
+        """Processes that sample: the env-runner actors, or the driver when there are none."""
+        return max(self.num_env_runners, 1)
+
+    @property
+    def samples_per_prompt_per_iteration(self) -> int:
+        """Reward evaluations each prompt gets per iteration, over all runners."""
+        return self.samples_per_prompt * self.runners
+
     def env_config(self) -> dict:
         return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
                     num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,

@@ -142,20 +142,15 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
 
 
 def prepare_run_dir(args: argparse.Namespace, argv: list[str]) -> Path:
-    """Check the output folder (or the folder to resume) and record the run's arguments there."""
+    """Check the output folder (or the folder to resume; ``main`` has read its run.json) and record the run's arguments."""
+    from find_rl.checkpoints import latest_checkpoint
+
     if args.resume is not None:
         d = args.resume
-        saved = d / RUN_FILE
-        if not saved.is_file():
-            raise ValueError(f"--resume {d}: no {RUN_FILE} there; point it at a folder written by find_rl.train")
-        from find_rl.checkpoints import latest_checkpoint
-
         if latest_checkpoint(d) is None:
             raise ValueError(f"--resume {d}: no complete checkpoint in {d}/checkpoints; start a new run with --out")
         return d
     d = args.out
-    from find_rl.checkpoints import latest_checkpoint
-
     if (d / RUN_FILE).exists() and latest_checkpoint(d) is not None:
         raise ValueError(f"{d} already holds a run; use --resume {d} to continue it, or choose another --out")
     # (a run.json without any checkpoint is a run that died before its first checkpoint: start it afresh)
@@ -268,15 +263,14 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
     prompts = run.prompts
     logger.info("prompts: %s", ", ".join(f"p{i}={p!r}" for i, p in enumerate(prompts)))
     logger.info("batch: %d prompts x %d samples x %d runner(s) per iteration; latent %s; clip_param %s",
-                len(prompts), run.samples_per_prompt, max(run.num_env_runners, 1), run.latent_shape, run.clip_param)
-    per_iter = run.samples_per_prompt * max(run.num_env_runners, 1)
+                len(prompts), run.samples_per_prompt, run.runners, run.latent_shape, run.clip_param)
     for it in range(done, args.iterations):
         t0 = time.perf_counter()
         algo.env_runner_group.foreach_env_runner(
             functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
         result = algo.train()
-        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * max(run.num_env_runners, 1),
-                        (it + 1) * per_iter)
+        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * run.runners,
+                        (it + 1) * run.samples_per_prompt_per_iteration)
         history.append(row)
         with progress.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -302,7 +296,7 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
 
     settings = SamplerSettings(num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale, eta=run.eta)
     training = {"iterations": args.iterations, "seed": run.seed, "reward": run.reward, "clip_param": run.clip_param,
-                "reward_evals_per_prompt": args.iterations * run.samples_per_prompt * max(run.num_env_runners, 1),
+                "reward_evals_per_prompt": args.iterations * run.samples_per_prompt_per_iteration,
                 "run": {k: v for k, v in asdict(run).items() if k != "prompts"}, "find": find.to_dict()}
     save_policy(run_dir, NoisePolicy(prompts=run.prompts, mean=mean, std=std, model=run.model, sampler=settings.to_dict(),
                                      training=training))

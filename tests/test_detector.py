@@ -100,3 +100,19 @@ def test_bad_batch_shapes_raise():
         score_images(np.zeros((2, 16, 16)), ["a red circle"] * 2)
     with pytest.raises(ValueError, match="unknown word"):
         score_images(np.zeros((1, 3, 16, 16)), ["a purple circle"])
+
+
+def test_strict_verdict_derived_from_shape_iou_matches_a_strict_pass():
+    """Frozen-model images of prompts where the two settings disagree (base blue circle: 0.78 vs 0.69)."""
+    import torch
+
+    from find_rl.sampler import DiffusionSampler
+    from find_rl.shapes.detector import DEFAULT_IOU
+
+    prompts = ["a blue circle"] * 96 + ["a blue triangle"] * 96
+    noise = torch.randn(len(prompts), 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    images = DiffusionSampler.from_pretrained("shapes").sample(noise, prompts).images
+    lenient = score_images(images, prompts, min_iou=DEFAULT_IOU)
+    strict = score_images(images, prompts, min_iou=STRICT_IOU)["aligned"]
+    assert np.array_equal(lenient["aligned"] & (lenient["shape_iou"] >= STRICT_IOU), strict)
+    assert lenient["aligned"].sum() > strict.sum() > 0

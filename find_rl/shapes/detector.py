@@ -115,7 +115,9 @@ def detect(image: np.ndarray, **kwargs) -> Detection:
 def score_images(images: np.ndarray, prompts: list[str], *, min_iou: float = DEFAULT_IOU) -> dict[str, np.ndarray]:
     """Score a batch ``(N, 3, H, W)`` against ``N`` prompts.
 
-    Returns float32 ``score`` (graded, in [0, 1]) and bool ``aligned``, ``shape_ok`` and ``colour_ok`` arrays.
+    Returns float32 ``score`` (graded, in [0, 1]) and ``shape_iou`` (the IoU of the detected shape's template, 0 when
+    none passed), and bool ``aligned``, ``shape_ok`` and ``colour_ok`` arrays. Since the stricter setting differs only
+    in its IoU threshold, ``aligned & (shape_iou >= STRICT_IOU)`` is the strict verdict of the same images.
     A prompt that leaves an attribute open ("a red shape") counts that attribute as matched.
     """
     images = np.asarray(images)
@@ -124,12 +126,15 @@ def score_images(images: np.ndarray, prompts: list[str], *, min_iou: float = DEF
     targets: dict[str, Attributes] = {p: parse_prompt(p) for p in set(prompts)}
     n = len(prompts)
     score = np.empty(n, np.float32)
+    shape_iou = np.zeros(n, np.float32)
     aligned, shape_ok, colour_ok = (np.empty(n, bool) for _ in range(3))
     for i, (d, prompt) in enumerate(zip(detect_batch(images, min_iou=min_iou), prompts)):
         t = targets[prompt]
         colour_ok[i] = d.colour is not None and (t.colour is None or d.colour == t.colour)
         shape_ok[i] = d.shape is not None and (t.shape is None or d.shape == t.shape)
         aligned[i] = colour_ok[i] and shape_ok[i]
+        if d.shape is not None:
+            shape_iou[i] = d.ious[d.shape]
         if not colour_ok[i]:
             margin = -1.0
         elif t.shape is None:
@@ -138,4 +143,4 @@ def score_images(images: np.ndarray, prompts: list[str], *, min_iou: float = DEF
             others = [v for k, v in enumerate(d.ious) if k != t.shape]
             margin = d.ious[t.shape] - max(others)
         score[i] = 1.0 if aligned[i] else (1.0 + margin) / 4.0
-    return {"score": score, "aligned": aligned, "shape_ok": shape_ok, "colour_ok": colour_ok}
+    return {"score": score, "shape_iou": shape_iou, "aligned": aligned, "shape_ok": shape_ok, "colour_ok": colour_ok}
