@@ -43,12 +43,13 @@ class _Bandit:
         *,
         model: str = "shapes",
         prompts: list[str] | None = None,
-        reward: str = "shapes",
+        reward: str | list[str] = "shapes",
         num_inference_steps: int = 10,
         guidance_scale: float = 1.0,
         eta: float = 0.0,
         device: str = "cpu",
         dtype: str = "float32",
+        compile_unet: bool = False,
         prompt_assignment: str = "round_robin",
         torch_threads: int | None = None,
         seed: int = 0,
@@ -62,9 +63,9 @@ class _Bandit:
             raise ValueError(f"prompt_assignment must be 'round_robin' or 'random', got {prompt_assignment!r}")
         self.prompt_assignment = prompt_assignment
         settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
-                                   device=device, dtype=dtype)
+                                   device=device, dtype=dtype, compile_unet=compile_unet)
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
-        self.reward = make_reward(reward) if isinstance(reward, str) else reward
+        self.reward = make_reward(reward, device=device, dtype=dtype) if isinstance(reward, (str, list)) else reward
         self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.shape[1],), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.sampler.latent_dim,), np.float32)

@@ -2,15 +2,27 @@
 
 A reward may also offer ``score(images, prompts) -> dict`` with a float ``"score"`` array plus per-image
 attribute results (bool arrays), which the env puts in ``info``. Images are ``(N, 3, H, W)`` float32 in [-1, 1].
+
+A reward is named on the command line as ``NAME[=PATH][:WEIGHT]`` (``--reward clip=openai/clip-vit-large-patch14``,
+``--reward pickscore=yuvalkirstain/PickScore_v1:1.0 --reward clip=PATH:0.5``); several specs are summed with their
+weights (:class:`WeightedReward`).
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from find_rl.shapes.detector import DEFAULT_IOU, STRICT_IOU, score_images
+
+#: OpenAI CLIP's input normalisation, used when a checkpoint ships no image-processor config.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ShapesReward:
@@ -26,16 +38,161 @@ class ShapesReward:
         return self.score(images, prompts)["score"]
 
 
-REWARDS: dict[str, Callable[[], Callable]] = {
-    "shapes": lambda: ShapesReward(min_iou=DEFAULT_IOU),
-    "shapes-strict": lambda: ShapesReward(min_iou=STRICT_IOU),
+class ClipScore:
+    """Image-text similarity of a transformers ``CLIPModel``: ``scale * cos(image, text)``.
+
+    ``scale="fixed"`` gives CLIPScore's 100 x cosine (Hessel et al., 2021, without the clamp at 0);
+    ``scale="logit"`` multiplies by the checkpoint's learned ``logit_scale.exp()``, which is how PickScore
+    (Kirstain et al., 2023; a fine-tuned CLIP-H) is defined. Images are resized and normalised on the reward's
+    device in torch (no PIL round trip); text embeddings are cached per prompt.
+    """
+
+    def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32", scale: str = "fixed",
+                 batch_size: int = 64):
+        from transformers import AutoTokenizer, CLIPModel
+
+        from find_rl.models import torch_dtype
+
+        if scale not in ("fixed", "logit"):
+            raise ValueError(f"scale must be 'fixed' or 'logit', got {scale!r}")
+        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            raise ValueError(f"reward model path {path} does not exist; pass a CLIPModel folder or a hub id like 'org/name'")
+        try:
+            self.model = CLIPModel.from_pretrained(path, dtype=torch_dtype(dtype)).eval().requires_grad_(False).to(device)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(f"could not load CLIP reward model {path!r} ({first[:160]}); pass a CLIPModel folder or hub id") from None
+        self.mean, self.std = _image_normalisation(path)
+        self.size = self.model.config.vision_config.image_size
+        self.device, self.dtype = device, torch_dtype(dtype)
+        self.scale = scale
+        self.batch_size = batch_size
+        self._text: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        new = [p for p in dict.fromkeys(prompts) if p not in self._text]
+        if new:
+            tok = self.tokenizer(new, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            emb = _pooled(self.model.get_text_features(**tok))
+            for p, e in zip(new, torch.nn.functional.normalize(emb.float(), dim=-1)):
+                self._text[p] = e
+        return torch.stack([self._text[p] for p in prompts])
+
+    @torch.no_grad()
+    def _image_embeddings(self, images) -> torch.Tensor:
+        x = torch.as_tensor(images).to(self.device, torch.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"CLIP rewards take images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        x = (x.clamp(-1, 1) + 1) / 2
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
+        x = (x - x.new_tensor(self.mean)[:, None, None]) / x.new_tensor(self.std)[:, None, None]
+        embs = [_pooled(self.model.get_image_features(pixel_values=chunk.to(self.dtype)))
+                for chunk in x.split(self.batch_size)]
+        return torch.nn.functional.normalize(torch.cat(embs).float(), dim=-1)
+
+    def __call__(self, images, prompts: list[str]) -> np.ndarray:
+        cos = (self._image_embeddings(images) * self._text_embeddings(list(prompts))).sum(-1)
+        scale = self.model.logit_scale.exp().float() if self.scale == "logit" else 100.0
+        return (scale * cos).cpu().numpy().astype(np.float32)
+
+
+def _pooled(out) -> torch.Tensor:
+    """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding; 4.x a tensor."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def _image_normalisation(path: str) -> tuple[tuple, tuple]:
+    try:
+        from transformers import CLIPImageProcessor
+
+        proc = CLIPImageProcessor.from_pretrained(path)
+        return tuple(proc.image_mean), tuple(proc.image_std)
+    except (OSError, ValueError):
+        return CLIP_MEAN, CLIP_STD
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One ``NAME[=PATH][:WEIGHT]`` term of the reward."""
+
+    name: str
+    path: str | None = None
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "RewardSpec":
+        body, weight = text, 1.0
+        head, sep, tail = text.rpartition(":")
+        if sep:
+            try:
+                body, weight = head, float(tail)
+            except ValueError:
+                pass  # a ':' inside a path, not a weight
+        name, eq, path = body.partition("=")
+        name = name.strip()
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r}; available: {', '.join(sorted(REWARDS))} (form NAME[=PATH][:WEIGHT])")
+        if not math.isfinite(weight) or weight == 0:
+            raise ValueError(f"reward {text!r}: the weight must be a finite non-zero number")
+        needs_path = name in PATH_REWARDS
+        if needs_path and not (eq and path):
+            raise ValueError(f"reward {name!r} needs a model: write {name}=PATH_OR_HUB_ID")
+        if not needs_path and eq:
+            raise ValueError(f"reward {name!r} takes no path; write just {name!r}")
+        return cls(name, path if eq else None, weight)
+
+
+class WeightedReward:
+    """``sum_k w_k * reward_k(images, prompts)``; a single term with weight 1 passes attribute results through."""
+
+    def __init__(self, terms: list[tuple[float, Callable]]):
+        if not terms:
+            raise ValueError("no reward given; pass --reward NAME[=PATH][:WEIGHT]")
+        self.terms = terms
+
+    def score(self, images, prompts: list[str]) -> dict[str, np.ndarray]:
+        if len(self.terms) == 1 and self.terms[0][0] == 1.0:
+            r = self.terms[0][1]
+            return dict(r.score(images, prompts)) if hasattr(r, "score") else {"score": np.asarray(r(images, prompts))}
+        total = np.zeros(len(prompts), np.float64)
+        for w, r in self.terms:
+            total += w * _checked(r(images, prompts), len(prompts))
+        return {"score": total.astype(np.float32)}
+
+    def __call__(self, images, prompts: list[str]) -> np.ndarray:
+        return self.score(images, prompts)["score"]
+
+
+def _checked(scores, n: int) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != n:
+        raise ValueError(f"reward returned {len(scores)} scores for {n} images; it must return one per image")
+    return scores
+
+
+REWARDS: dict[str, Callable[..., Callable]] = {
+    "shapes": lambda **_: ShapesReward(min_iou=DEFAULT_IOU),
+    "shapes-strict": lambda **_: ShapesReward(min_iou=STRICT_IOU),
+    "clip": lambda path, **kw: ClipScore(path, scale="fixed", **kw),
+    "pickscore": lambda path, **kw: ClipScore(path, scale="logit", **kw),
 }
+#: Rewards built on a model checkpoint: their spec must name it (``NAME=PATH``).
+PATH_REWARDS = {"clip", "pickscore"}
 
 
-def make_reward(name: str):
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; available: {', '.join(sorted(REWARDS))}")
-    return REWARDS[name]()
+def make_reward(spec: str | list[str], *, device: str = "cpu", dtype: str = "float32") -> WeightedReward:
+    """Build the reward from one spec or a list of specs (``NAME[=PATH][:WEIGHT]``), models on ``device``."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    parsed = [RewardSpec.parse(s) for s in specs]
+    if not parsed:
+        raise ValueError("no reward given; pass --reward NAME[=PATH][:WEIGHT]")
+    terms = []
+    for s in parsed:
+        kwargs = {"device": device, "dtype": dtype} if s.name in PATH_REWARDS else {}
+        terms.append((s.weight, REWARDS[s.name](s.path, **kwargs) if s.path else REWARDS[s.name](**kwargs)))
+    return WeightedReward(terms)
 
 
 def score_batch(reward, images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
@@ -45,9 +202,7 @@ def score_batch(reward, images: np.ndarray, prompts: list[str]) -> dict[str, np.
     the reward returned NaN/inf, so that the sample can be skipped and counted instead of corrupting the policy).
     """
     out = dict(reward.score(images, prompts)) if hasattr(reward, "score") else {"score": reward(images, prompts)}
-    scores = np.asarray(out["score"], dtype=np.float64).reshape(-1)
-    if len(scores) != len(prompts):
-        raise ValueError(f"reward returned {len(scores)} scores for {len(prompts)} images; it must return one per image")
+    scores = _checked(out["score"], len(prompts))
     valid = np.isfinite(scores)
     out["score"] = np.where(valid, scores, 0.0).astype(np.float32)
     out["valid"] = valid

@@ -54,7 +54,7 @@ class RunSettings:
     """Everything one FIND run needs besides :class:`FindSettings`. Defaults = the embedded shapes world."""
 
     model: str = "shapes"
-    reward: str = "shapes"
+    reward: str | list[str] = "shapes"  # NAME[=PATH][:WEIGHT] spec(s), see find_rl.rewards
     prompts: list[str] = field(default_factory=list)
     latent_shape: tuple[int, ...] = (3, 16, 16)
     samples_per_prompt: int = 32  # images per prompt per iteration (per env runner)
@@ -62,6 +62,8 @@ class RunSettings:
     num_gpus_per_env_runner: float = 0.0
     num_gpus_per_learner: float = 0.0
     device: str = "cpu"
+    dtype: str = "float32"  # of the frozen model (and reward models): float32, float16, bfloat16
+    compile_unet: bool = False  # torch.compile + channels_last for the denoiser (GPU fast path)
     num_inference_steps: int = 10
     guidance_scale: float = 1.0
     eta: float = 0.0
@@ -111,4 +113,4 @@ class RunSettings:
     def env_config(self) -> dict:
         return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
                     num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                    device=self.device, torch_threads=self.torch_threads, seed=self.seed)
+                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, torch_threads=self.torch_threads, seed=self.seed)

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", nargs="+", default=None, help="prompts to train (default: the shapes world's rare prompts)")
     g.add_argument("--prompts-file", type=Path, default=None, help="a text file with one prompt per line")
     g.add_argument("--model", default="shapes", help="'shapes', a diffusers pipeline folder or a hub id")
-    g.add_argument("--reward", default="shapes", help="reward name (shapes, shapes-strict)")
+    g.add_argument("--reward", action="append", default=None, metavar="NAME[=PATH][:WEIGHT]",
+                   help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH; default shapes")
     g.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
     g.add_argument("--eval-samples", type=int, default=256, help="fresh samples per prompt for the final report (0: skip)")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-env-runners", type=int, default=0, help="env-runner actors (0: sample in this process)")
     s.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
     s.add_argument("--device", default="cpu", help="device of the frozen model in each env runner")
+    s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="dtype of the frozen model and reward models (float16/bfloat16 on GPU)")
+    s.add_argument("--compile-unet", action="store_true", help="torch.compile + channels_last for the denoiser (GPU fast path)")
     s.add_argument("--num-inference-steps", type=int, default=10)
     s.add_argument("--guidance-scale", type=float, default=1.0)
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic; > 0 makes the reward noisy)")
@@ -123,16 +127,18 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
     from find_rl.sampler import DiffusionSampler
 
     prompts = read_prompts(args)
-    run = RunSettings(model=args.model, reward=args.reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
+    reward = args.reward or ["shapes"]
+    run = RunSettings(model=args.model, reward=reward[0] if len(reward) == 1 else reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
                       num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
-                      device=args.device, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+                      device=args.device, dtype=args.dtype, compile_unet=args.compile_unet, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
                       std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
                       torch_threads=args.threads if args.num_env_runners == 0 else 1)
-    from find_rl.rewards import make_reward
+    from find_rl.rewards import RewardSpec
 
-    make_reward(args.reward)
+    for spec in reward:
+        RewardSpec.parse(spec)  # names and forms checked here; the env runners load the reward models
     run.latent_shape = DiffusionSampler.from_pretrained(args.model).latent_shape  # also checks the model loads
     find = FindSettings(surrogate=args.surrogate, anchor=args.anchor, anchor_coeff=args.anchor_coeff,
                         target_alignment=args.target_alignment,
@@ -294,7 +300,8 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
     from find_rl.report import image_grid, plot_curves, results_rows, write_results
     from find_rl.sampler import DiffusionSampler, SamplerSettings
 
-    settings = SamplerSettings(num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale, eta=run.eta)
+    settings = SamplerSettings(num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale, eta=run.eta,
+                               device=run.device, dtype=run.dtype)
     training = {"iterations": args.iterations, "seed": run.seed, "reward": run.reward, "clip_param": run.clip_param,
                 "reward_evals_per_prompt": args.iterations * run.samples_per_prompt_per_iteration,
                 "run": {k: v for k, v in asdict(run).items() if k != "prompts"}, "find": find.to_dict()}

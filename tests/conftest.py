@@ -17,6 +17,22 @@ def tiny_shapes_model(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """A tiny random-weight StableDiffusionPipeline (CLIP text encoder, tokenizer, UNet, VAE, PNDM) saved to disk."""
+    from find_rl.random_weights import save_sd_pipeline
+
+    return save_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random-weight CLIPModel with its tokenizer saved to disk (the CLIP / PickScore rewards' format)."""
+    from find_rl.random_weights import save_clip_model
+
+    return save_clip_model(tmp_path_factory.mktemp("models") / "tiny-clip", "tiny")
+
+
 @pytest.fixture
 def ray_local():
     """A private local Ray instance, shut down by its own handle afterwards (never `ray stop`)."""

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One GPU session's worth of measurements, run from the repository root on a bare GPU machine that has
+# PyTorch but none of ray/gymnasium/diffusers: install the wheels built by shared/tools/device-wheels (.whl/),
+# then the SD-1.5-shaped benchmark (bench_gpu_sd.py) and N env runners sharing the GPU (bench_scaling.py).
+# Results go to $OUT (default bench/gpu-out).
+set -uo pipefail
+OUT=${OUT:-bench/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import ray, diffusers, gymnasium" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+  # find_rl.envs / find_rl.tuning are package-dir mappings in pyproject.toml; without an install, link them
+  ln -sfn ../envs find_rl/envs && ln -sfn ../tuning find_rl/tuning
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
+python3 -c "import torch, ray, diffusers, transformers; print('torch', torch.__version__, 'ray', ray.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+timeout 400 python3 bench/bench_gpu_sd.py --out "$OUT" --iterations 2 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/gpu_bench.log"
+timeout 130 python3 bench/bench_scaling.py --device cuda --runners 1 2 4 --samples-per-prompt 128 --repeats 3 \
+  --json "$OUT/scaling_gpu.json" 2>&1 | grep -v -e WARNING -e "core_worker.cc" | tee "$OUT/scaling_gpu.log"
