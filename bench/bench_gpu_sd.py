@@ -84,7 +84,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/gpu"))
     p.add_argument("--model", default=None, help="SD pipeline folder or hub id (default: random SD-1.5-shaped weights)")
     p.add_argument("--clip", default=None, help="CLIP reward folder or hub id (default: random ViT-L/14-shaped weights)")
-    p.add_argument("--preset", choices=("sd15", "tiny"), default="sd15", help="shapes of the random-weight stand-ins")
+    p.add_argument("--preset", choices=("sd15", "sdxl", "modelscope", "tiny", "tiny-sdxl", "tiny-t2v"), default="sd15",
+                   help="shapes of the random-weight stand-in pipeline (find_rl.random_weights.PIPELINE_PRESETS)")
+    p.add_argument("--batches", nargs="+", default=None, metavar="NxSTEPS",
+                   help="throughput phase: batch x steps pairs (default: BATCHx20 and BATCH/2x50)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/find_rl_bench_models"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="float16 on GPU, float32 on CPU by default")
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
     if not dev.startswith("cuda"):
         torch.set_num_threads(2)
     from find_rl.models import load_pipeline, torch_dtype
-    from find_rl.random_weights import save_clip_model, save_sd_pipeline
+    from find_rl.random_weights import save_clip_model, save_pipeline
     from find_rl.sampler import DiffusionSampler, SamplerSettings
 
     meta = {"python": platform.python_version(), "torch": torch.__version__, "device": dev, "dtype": dtype,
@@ -116,15 +119,17 @@ def main(argv=None) -> int:
     transformers_logging.set_verbosity_error()
     t0 = time.perf_counter()
     init_dev = dev if dev.startswith("cuda") else "cpu"
-    model = args.model or save_sd_pipeline(args.workdir / f"sd-{args.preset}", args.preset, device=init_dev,
-                                           dtype=torch_dtype(dtype))
-    clip = args.clip or save_clip_model(args.workdir / f"clip-{args.preset}", "tiny" if args.preset == "tiny" else "vit-l-14",
-                                        device=init_dev, dtype=torch_dtype(dtype))
+    model = args.model or save_pipeline(args.workdir / f"sd-{args.preset}", args.preset, device=init_dev,
+                                        dtype=torch_dtype(dtype))
+    clip = None
+    if "overhead" not in args.skip:
+        clip = args.clip or save_clip_model(args.workdir / "clip", "tiny" if args.preset.startswith("tiny") else "vit-l-14",
+                                            device=init_dev, dtype=torch_dtype(dtype))
     rep.add("setup", {"build_and_save_s": round(time.perf_counter() - t0, 1)})
 
     from find_rl.rewards import make_reward
 
-    reward = make_reward(f"clip={clip}", device=dev, dtype=dtype)
+    reward = make_reward(f"clip={clip}", device=dev, dtype=dtype) if clip else None
     pipe = load_pipeline(model, device=dev, dtype=dtype)
     sampler = DiffusionSampler(pipe, SamplerSettings(device=dev, dtype=dtype))  # swaps in DDIM, as training does
     shape = sampler.latent_shape
@@ -193,7 +198,9 @@ def main(argv=None) -> int:
     @phase("throughput")
     def _throughput():
         res = {}
-        for steps, n in ((steps_a, batch), (steps_b, max(batch // 2, 1))):
+        pairs = [tuple(int(v) for v in b.split("x")) for b in args.batches] if args.batches else \
+            [(batch, steps_a), (max(batch // 2, 1), steps_b)]
+        for n, steps in pairs:
             s, peak = timed(lambda: plain_call(pipe, prompts(n), noise(n), steps, cfg), dev, args.iterations)
             res[f"{n}x{steps}"] = {"seconds": round(s, 3), "images_per_s": round(n / s, 2), "peak_gib": round(peak, 2)}
         rep.add("throughput", res)

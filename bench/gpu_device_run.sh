@@ -3,6 +3,9 @@
 # PyTorch but none of ray/gymnasium/diffusers: install the wheels built by shared/tools/device-wheels (.whl/),
 # then the SD-1.5-shaped benchmark (bench_gpu_sd.py) and N env runners sharing the GPU (bench_scaling.py).
 # Results go to $OUT (default bench/gpu-out).
+#   bash bench/gpu_device_run.sh             # SD-1.5 shapes: overhead, throughput, paper loop, fast path; GPU scaling
+#   bash bench/gpu_device_run.sh backbones   # SDXL and ModelScope text-to-video shapes: throughput and peak memory
+MODE=${1:-sd15}
 set -uo pipefail
 OUT=${OUT:-bench/gpu-out}
 mkdir -p "$OUT"
@@ -15,6 +18,14 @@ if ! python3 -c "import ray, diffusers, gymnasium" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 python3 -c "import torch, ray, diffusers, transformers; print('torch', torch.__version__, 'ray', ray.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+if [ "$MODE" = backbones ]; then
+  timeout 190 python3 bench/bench_gpu_sd.py --preset sdxl --out "$OUT/sdxl" --skip overhead paper fastpath \
+    --batches 4x20 8x20 --iterations 2 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/sdxl.log"
+  rm -rf /tmp/find_rl_bench_models
+  timeout 130 python3 bench/bench_gpu_sd.py --preset modelscope --out "$OUT/modelscope" --skip overhead paper fastpath \
+    --batches 2x20 4x20 --iterations 2 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/modelscope.log"
+  exit 0
+fi
 timeout 400 python3 bench/bench_gpu_sd.py --out "$OUT" --iterations 2 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/gpu_bench.log"
 timeout 130 python3 bench/bench_scaling.py --device cuda --runners 1 2 4 --samples-per-prompt 128 --repeats 3 \
   --json "$OUT/scaling_gpu.json" 2>&1 | grep -v -e WARNING -e "core_worker.cc" | tee "$OUT/scaling_gpu.log"

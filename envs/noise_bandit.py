@@ -50,6 +50,7 @@ class _Bandit:
         device: str = "cpu",
         dtype: str = "float32",
         compile_unet: bool = False,
+        num_frames: int | None = None,
         prompt_assignment: str = "round_robin",
         torch_threads: int | None = None,
         seed: int = 0,
@@ -63,7 +64,8 @@ class _Bandit:
             raise ValueError(f"prompt_assignment must be 'round_robin' or 'random', got {prompt_assignment!r}")
         self.prompt_assignment = prompt_assignment
         settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
-                                   device=device, dtype=dtype, compile_unet=compile_unet)
+                                   device=device, dtype=dtype, compile_unet=compile_unet,
+                                   num_frames=num_frames)
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
         self.reward = make_reward(reward, device=device, dtype=dtype) if isinstance(reward, (str, list)) else reward
         self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)

@@ -42,7 +42,7 @@ class RewardPredictor(nn.Module):
         super().__init__()
         self.latent_shape = tuple(latent_shape)
         self.pool_to = _pooled_hw(self.latent_shape, max_features)
-        n_feat = self.latent_shape[0] * self.pool_to[0] * self.pool_to[1] if self.pool_to else math.prod(self.latent_shape)
+        n_feat = math.prod(self.latent_shape[:-2]) * self.pool_to[0] * self.pool_to[1] if self.pool_to else math.prod(self.latent_shape)
         self.net = nn.Sequential(nn.Linear(2 * n_feat + prompt_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def features(self, dist_inputs: torch.Tensor, prompt_feat: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ class RewardPredictor(nn.Module):
         parts = []
         for t in (mu, log_std):
             if self.pool_to:
-                t = F.adaptive_avg_pool2d(t.reshape(-1, *self.latent_shape[-3:]), self.pool_to).flatten(1)
+                t = F.adaptive_avg_pool2d(t.reshape(len(t), -1, *self.latent_shape[-2:]), self.pool_to).flatten(1)
             parts.append(t)
         return torch.cat([*parts, prompt_feat], dim=-1)
 

@@ -51,9 +51,15 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
     for start in range(0, num_images, batch_size):
         chunk = noise[start : start + batch_size]
         images = sampler.sample(chunk, [prompt] * len(chunk)).images  # plain pipeline call with latents=
-        for i, im in enumerate(to_pil(images, scale=scale or max(1, 128 // images.shape[-1]))):
-            path = out / f"{start + i:04d}.png"
-            im.save(path)
+        up = scale or max(1, 128 // images.shape[-1])
+        for i, item in enumerate(images):
+            if item.ndim == 4:  # a video (F, 3, H, W): an animated GIF at 8 frames/s
+                frames = to_pil(item, scale=up)
+                path = out / f"{start + i:04d}.gif"
+                frames[0].save(path, save_all=True, append_images=frames[1:], duration=125, loop=0)
+            else:
+                path = out / f"{start + i:04d}.png"
+                to_pil(item[None], scale=up)[0].save(path)
             paths.append(path)
     return paths
 
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", default="base", help="'base' or a folder written by find_rl.train")
     p.add_argument("--prompt", required=True)
     p.add_argument("--num-images", type=int, default=8)
-    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs (GIFs for video pipelines)")
     p.add_argument("--model", default=None, help="override the policy's model (a pipeline folder or hub id)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=None, help="upscale factor for small images (default: to >= 128 px)")

@@ -49,23 +49,13 @@ class ClipScore:
 
     def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32", scale: str = "fixed",
                  batch_size: int = 64):
-        from transformers import AutoTokenizer, CLIPModel
-
-        from find_rl.models import torch_dtype
+        from transformers import CLIPModel
 
         if scale not in ("fixed", "logit"):
             raise ValueError(f"scale must be 'fixed' or 'logit', got {scale!r}")
-        if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
-            raise ValueError(f"reward model path {path} does not exist; pass a CLIPModel folder or a hub id like 'org/name'")
-        try:
-            self.model = CLIPModel.from_pretrained(path, dtype=torch_dtype(dtype)).eval().requires_grad_(False).to(device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise ValueError(f"could not load CLIP reward model {path!r} ({first[:160]}); pass a CLIPModel folder or hub id") from None
-        self.mean, self.std = _image_normalisation(path)
+        self.model, self.tokenizer, self.mean, self.std = _load_model(CLIPModel, path, device, dtype, "CLIPModel")
         self.size = self.model.config.vision_config.image_size
-        self.device, self.dtype = device, torch_dtype(dtype)
+        self.device, self.dtype = device, self.model.dtype
         self.scale = scale
         self.batch_size = batch_size
         self._text: dict[str, torch.Tensor] = {}
@@ -82,20 +72,126 @@ class ClipScore:
 
     @torch.no_grad()
     def _image_embeddings(self, images) -> torch.Tensor:
-        x = torch.as_tensor(images).to(self.device, torch.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"CLIP rewards take images of shape (N, 3, H, W), got {tuple(x.shape)}")
-        x = (x.clamp(-1, 1) + 1) / 2
-        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
-        x = (x - x.new_tensor(self.mean)[:, None, None]) / x.new_tensor(self.std)[:, None, None]
+        x = _pixels(images, self.size, self.mean, self.std, self.device)
         embs = [_pooled(self.model.get_image_features(pixel_values=chunk.to(self.dtype)))
                 for chunk in x.split(self.batch_size)]
         return torch.nn.functional.normalize(torch.cat(embs).float(), dim=-1)
 
     def __call__(self, images, prompts: list[str]) -> np.ndarray:
-        cos = (self._image_embeddings(images) * self._text_embeddings(list(prompts))).sum(-1)
+        """Images ``(N, 3, H, W)``, or videos ``(N, F, 3, H, W)`` scored as the mean over their frames."""
+        images = torch.as_tensor(images)
+        frames = images.shape[1] if images.ndim == 5 else 1
+        flat = images.flatten(0, 1) if images.ndim == 5 else images
+        cos = (self._image_embeddings(flat) * self._text_embeddings([p for p in prompts for _ in range(frames)])).sum(-1)
         scale = self.model.logit_scale.exp().float() if self.scale == "logit" else 100.0
-        return (scale * cos).cpu().numpy().astype(np.float32)
+        return (scale * cos).reshape(len(prompts), frames).mean(1).cpu().numpy().astype(np.float32)
+
+
+class AestheticScore:
+    """LAION's improved aesthetic predictor: an MLP on the L2-normalised CLIP ViT-L/14 image embedding (1-10 scale).
+
+    ``path`` is a folder holding the CLIP model (``save_pretrained`` format) and the head's weights as
+    ``aesthetic_head.safetensors`` (or the released ``.pth``, read with ``weights_only=True``), keys
+    ``layers.{0,2,4,6,7}.{weight,bias}`` of ``Linear(d, 1024) -> Linear(1024, 128) -> Linear(128, 64) ->
+    Linear(64, 16) -> Linear(16, 1)`` (the dropouts in between are inactive at inference). The prompt is not used.
+    """
+
+    def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32"):
+        self.clip = ClipScore(path, device=device, dtype=dtype)
+        d = self.clip.model.config.projection_dim
+        self.head = torch.nn.Sequential(torch.nn.Linear(d, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128),
+                                        torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1),
+                                        torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
+        try:
+            self.head.load_state_dict(_aesthetic_head_state(Path(path)))
+        except RuntimeError:  # keys or shapes of another head, or a head for another CLIP width
+            raise ValueError(f"the aesthetic head in {path} does not fit (expects LAION's MLP on a {d}-d CLIP embedding)") from None
+        self.head.eval().requires_grad_(False).to(device)
+
+    @torch.no_grad()
+    def __call__(self, images, prompts: list[str]) -> np.ndarray:
+        images = torch.as_tensor(images)
+        frames = images.shape[1] if images.ndim == 5 else 1
+        emb = self.clip._image_embeddings(images.flatten(0, 1) if images.ndim == 5 else images)
+        return self.head(emb).reshape(len(prompts), frames).mean(1).cpu().numpy().astype(np.float32)
+
+
+def _aesthetic_head_state(folder: Path) -> dict:
+    found = [folder / "aesthetic_head.safetensors"] if (folder / "aesthetic_head.safetensors").is_file() else sorted(folder.glob("*.pth"))
+    if not found:
+        raise ValueError(f"no aesthetic head in {folder}: put aesthetic_head.safetensors (or the released .pth) beside the CLIP model")
+    try:
+        if found[0].suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(found[0])
+        else:
+            state = torch.load(found[0], map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file: safetensors and torch raise many types
+        raise ValueError(f"could not read aesthetic head {found[0]} ({e.__class__.__name__}); re-download it") from None
+    return {k.removeprefix("module.").removeprefix("layers."): v for k, v in state.items()}
+
+
+class XClipScore:
+    """Video-text similarity of a transformers ``XCLIPModel`` (Ni et al., 2022): 100 x cos(video, text).
+
+    X-CLIP's text embedding is conditioned on the video (its prompt generator), so each video is scored against
+    the batch's unique prompts in one forward pass and its own prompt's column is kept. Videos are
+    ``(N, F, 3, H, W)`` in [-1, 1]; ``num_frames`` of the checkpoint's frames are taken evenly spaced.
+    """
+
+    def __init__(self, path: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 16):
+        from transformers import XCLIPModel
+
+        self.model, self.tokenizer, self.mean, self.std = _load_model(XCLIPModel, path, device, dtype, "XCLIPModel")
+        self.size = self.model.config.vision_config.image_size
+        self.frames = self.model.config.vision_config.num_frames
+        self.device, self.dtype = device, self.model.dtype
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, videos, prompts: list[str]) -> np.ndarray:
+        v = torch.as_tensor(videos)
+        if v.ndim != 5 or v.shape[2] != 3:
+            raise ValueError(f"X-CLIP scores videos of shape (N, F, 3, H, W), got {tuple(v.shape)}")
+        v = v[:, torch.linspace(0, v.shape[1] - 1, self.frames).round().long()]
+        unique = list(dict.fromkeys(prompts))
+        col = torch.tensor([unique.index(p) for p in prompts], device=self.device)
+        tok = self.tokenizer(unique, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        scores = []
+        for i in range(0, len(v), self.batch_size):
+            chunk = v[i:i + self.batch_size]
+            px = _pixels(chunk.flatten(0, 1), self.size, self.mean, self.std, self.device).reshape(*chunk.shape[:2], 3, self.size, self.size)
+            logits = self.model(**tok, pixel_values=px.to(self.dtype)).logits_per_video.float()  # (n, U)
+            scores.append(logits.gather(1, col[i:i + len(chunk), None]).squeeze(1) * (100.0 / self.model.logit_scale.exp().float()))
+        return torch.cat(scores).cpu().numpy().astype(np.float32)
+
+
+def _load_model(cls, path: str, device: str, dtype: str, what: str):
+    """(model, tokenizer, image mean, image std) from a folder or hub id, frozen on ``device``; one-line errors."""
+    from transformers import AutoTokenizer
+
+    from find_rl.models import torch_dtype
+
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        raise ValueError(f"reward model path {path} does not exist; pass a {what} folder or a hub id like 'org/name'")
+    try:
+        model = cls.from_pretrained(path, dtype=torch_dtype(dtype)).eval().requires_grad_(False).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"could not load {what} reward model {path!r} ({first[:160]}); pass a {what} folder or hub id") from None
+    return (model, tokenizer, *_image_normalisation(path))
+
+
+def _pixels(images, size: int, mean, std, device) -> torch.Tensor:
+    """``(N, 3, H, W)`` in [-1, 1] -> the vision tower's input: resized (bicubic, antialiased) and normalised."""
+    x = torch.as_tensor(images).to(device, torch.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"image rewards take images of shape (N, 3, H, W), got {tuple(x.shape)}")
+    x = (x.clamp(-1, 1) + 1) / 2
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
 
 
 def _pooled(out) -> torch.Tensor:
@@ -104,12 +200,13 @@ def _pooled(out) -> torch.Tensor:
 
 
 def _image_normalisation(path: str) -> tuple[tuple, tuple]:
+    """The checkpoint's image-processor mean/std, else OpenAI CLIP's (checkpoints saved without a processor)."""
     try:
-        from transformers import CLIPImageProcessor
+        from transformers import AutoImageProcessor
 
-        proc = CLIPImageProcessor.from_pretrained(path)
+        proc = AutoImageProcessor.from_pretrained(path)
         return tuple(proc.image_mean), tuple(proc.image_std)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return CLIP_MEAN, CLIP_STD
 
 
@@ -177,9 +274,11 @@ REWARDS: dict[str, Callable[..., Callable]] = {
     "shapes-strict": lambda **_: ShapesReward(min_iou=STRICT_IOU),
     "clip": lambda path, **kw: ClipScore(path, scale="fixed", **kw),
     "pickscore": lambda path, **kw: ClipScore(path, scale="logit", **kw),
+    "aesthetic": lambda path, **kw: AestheticScore(path, **kw),
+    "xclip": lambda path, **kw: XClipScore(path, **kw),
 }
 #: Rewards built on a model checkpoint: their spec must name it (``NAME=PATH``).
-PATH_REWARDS = {"clip", "pickscore"}
+PATH_REWARDS = {"clip", "pickscore", "aesthetic", "xclip"}
 
 
 def make_reward(spec: str | list[str], *, device: str = "cpu", dtype: str = "float32") -> WeightedReward:

@@ -31,6 +31,7 @@ class SamplerSettings:
     dtype: str = "float32"
     scheduler: str = "ddim"  # "ddim": swap the pipeline's scheduler for DDIM; "keep": use the checkpoint's own
     compile_unet: bool = False  # the fast path: denoiser in channels_last and wrapped by torch.compile (GPU)
+    num_frames: int | None = None  # video pipelines: frames per clip (None: the pipeline's default)
 
     def __post_init__(self):
         if self.scheduler not in ("ddim", "keep"):
@@ -39,6 +40,8 @@ class SamplerSettings:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         torch_dtype(self.dtype)
 
     def to_dict(self) -> dict:
@@ -47,7 +50,7 @@ class SamplerSettings:
 
 @dataclass
 class SampleOutput:
-    images: np.ndarray  # (N, 3, H, W) float32 in [-1, 1]
+    images: np.ndarray  # (N, 3, H, W) float32 in [-1, 1]; videos: (N, F, 3, H, W)
     latents: torch.Tensor  # (N, *latent_shape): the initial noise as the pipeline consumed it
 
 
@@ -63,7 +66,17 @@ class DiffusionSampler:
         if self.settings.compile_unet:
             pipeline.unet.to(memory_format=torch.channels_last)
             pipeline.unet = torch.compile(pipeline.unet)  # first batch of each shape pays the compile time
-        self._call_params = set(inspect.signature(pipeline.__call__).parameters)
+        params = inspect.signature(pipeline.__call__).parameters
+        if not {"prompt", "latents"} <= set(params):
+            raise ValueError(f"{type(pipeline).__name__} does not take prompt= and latents=; FIND needs a text-to-image or "
+                             "text-to-video pipeline (e.g. StableDiffusionPipeline, StableDiffusionXLPipeline, TextToVideoSDPipeline)")
+        self._call_params = set(params)
+        #: text-to-video pipelines (ModelScope TextToVideoSD, AnimateDiff) take num_frames; latents gain a frame axis
+        self.is_video = "num_frames" in params
+        self.num_frames = None
+        if self.is_video:
+            default = params["num_frames"].default
+            self.num_frames = int(self.settings.num_frames or (default if isinstance(default, int) else 16))
         self._generator = torch.Generator(device="cpu").manual_seed(seed)  # used only when eta > 0
         if self.settings.eta > 0:
             logger.warning("eta=%s: sampling is stochastic, so the reward is noisy given the initial noise", self.settings.eta)
@@ -81,7 +94,8 @@ class DiffusionSampler:
         unet = self.pipeline.unet
         size = unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return (unet.config.in_channels, *size)
+        frames = (self.num_frames,) if self.is_video else ()
+        return (unet.config.in_channels, *frames, *size)
 
     @property
     def latent_dim(self) -> int:
@@ -105,11 +119,16 @@ class DiffusionSampler:
         s = self.settings
         latents = self.check_noise(noise, len(prompts)).to(device=s.device, dtype=torch_dtype(s.dtype))
         kwargs = dict(num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, latents=latents)
+        if self.is_video:
+            kwargs["num_frames"] = self.num_frames
         if "eta" in self._call_params:
             kwargs["eta"] = s.eta
         if s.eta > 0:
             kwargs["generator"] = self._generator
         out = self.pipeline(prompt=list(prompts), output_type="np", **kwargs)
+        if self.is_video:  # diffusers video pipelines: frames (N, F, H, W, C) in [0, 1]
+            frames = np.asarray(out.frames, dtype=np.float32)
+            return SampleOutput(images=frames.transpose(0, 1, 4, 2, 3) * 2.0 - 1.0, latents=latents)
         images = np.asarray(out.images, dtype=np.float32)
         if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.transpose(0, 3, 1, 2) * 2.0 - 1.0  # diffusers image pipelines: NHWC in [0, 1]

@@ -64,6 +64,7 @@ class RunSettings:
     device: str = "cpu"
     dtype: str = "float32"  # of the frozen model (and reward models): float32, float16, bfloat16
     compile_unet: bool = False  # torch.compile + channels_last for the denoiser (GPU fast path)
+    num_frames: int | None = None  # video pipelines: frames per clip (None: the pipeline's default)
     num_inference_steps: int = 10
     guidance_scale: float = 1.0
     eta: float = 0.0
@@ -92,6 +93,8 @@ class RunSettings:
             raise ValueError(
                 f"minibatches_per_epoch={self.minibatches_per_epoch} must divide the batch of {self.batch_size} samples"
             )
+        if self.mean_highpass is not None and len(self.latent_shape) != 3:
+            raise ValueError(f"mean_highpass works on image latents (C, H, W), not {tuple(self.latent_shape)}; drop --mean-highpass")
         if self.mean_resolution is not None and not 1 <= self.mean_resolution <= min(self.latent_shape[1:]):
             raise ValueError(f"mean_resolution must be in [1, {min(self.latent_shape[1:])}] or None, got {self.mean_resolution}")
 
@@ -113,4 +116,4 @@ class RunSettings:
     def env_config(self) -> dict:
         return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
                     num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, torch_threads=self.torch_threads, seed=self.seed)
+                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, num_frames=self.num_frames, torch_threads=self.torch_threads, seed=self.seed)

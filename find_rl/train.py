@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts-file", type=Path, default=None, help="a text file with one prompt per line")
     g.add_argument("--model", default="shapes", help="'shapes', a diffusers pipeline folder or a hub id")
     g.add_argument("--reward", action="append", default=None, metavar="NAME[=PATH][:WEIGHT]",
-                   help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH; default shapes")
+                   help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH, aesthetic=PATH, "
+                        "xclip=PATH (video); default shapes")
     g.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
     g.add_argument("--eval-samples", type=int, default=256, help="fresh samples per prompt for the final report (0: skip)")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the frozen model and reward models (float16/bfloat16 on GPU)")
     s.add_argument("--compile-unet", action="store_true", help="torch.compile + channels_last for the denoiser (GPU fast path)")
+    s.add_argument("--num-frames", type=int, default=None, help="video pipelines: frames per clip (default: the pipeline's)")
     s.add_argument("--num-inference-steps", type=int, default=10)
     s.add_argument("--guidance-scale", type=float, default=1.0)
     s.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic; > 0 makes the reward noisy)")
@@ -124,13 +126,13 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.clip_param is not None and args.clip_param <= 0:
         raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
-    from find_rl.sampler import DiffusionSampler
+    from find_rl.sampler import DiffusionSampler, SamplerSettings
 
     prompts = read_prompts(args)
     reward = args.reward or ["shapes"]
     run = RunSettings(model=args.model, reward=reward[0] if len(reward) == 1 else reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
                       num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
-                      device=args.device, dtype=args.dtype, compile_unet=args.compile_unet, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+                      device=args.device, dtype=args.dtype, compile_unet=args.compile_unet, num_frames=args.num_frames, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
                       std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
@@ -139,7 +141,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
 
     for spec in reward:
         RewardSpec.parse(spec)  # names and forms checked here; the env runners load the reward models
-    run.latent_shape = DiffusionSampler.from_pretrained(args.model).latent_shape  # also checks the model loads
+    # also checks that the model loads and fits (frames included for video pipelines)
+    run.latent_shape = DiffusionSampler.from_pretrained(args.model, SamplerSettings(num_frames=args.num_frames)).latent_shape
     find = FindSettings(surrogate=args.surrogate, anchor=args.anchor, anchor_coeff=args.anchor_coeff,
                         target_alignment=args.target_alignment,
                         calibration=not args.no_calibration, calibration_normalize=args.calibration_normalize)
@@ -301,7 +304,7 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
     from find_rl.sampler import DiffusionSampler, SamplerSettings
 
     settings = SamplerSettings(num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale, eta=run.eta,
-                               device=run.device, dtype=run.dtype)
+                               device=run.device, dtype=run.dtype, num_frames=run.num_frames)
     training = {"iterations": args.iterations, "seed": run.seed, "reward": run.reward, "clip_param": run.clip_param,
                 "reward_evals_per_prompt": args.iterations * run.samples_per_prompt_per_iteration,
                 "run": {k: v for k, v in asdict(run).items() if k != "prompts"}, "find": find.to_dict()}

@@ -20,9 +20,33 @@ def tiny_shapes_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """A tiny random-weight StableDiffusionPipeline (CLIP text encoder, tokenizer, UNet, VAE, PNDM) saved to disk."""
-    from find_rl.random_weights import save_sd_pipeline
+    from find_rl.random_weights import save_pipeline
 
-    return save_sd_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", "tiny")
+    return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    """A tiny random-weight StableDiffusionXLPipeline (two text encoders and tokenizers) saved to disk."""
+    from find_rl.random_weights import save_pipeline
+
+    return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-sdxl", "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_t2v(tmp_path_factory):
+    """A tiny random-weight TextToVideoSDPipeline (ModelScope's text-to-video: UNet3DConditionModel) saved to disk."""
+    from find_rl.random_weights import save_pipeline
+
+    return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-t2v", "tiny-t2v")
+
+
+@pytest.fixture(scope="session")
+def tiny_xclip(tmp_path_factory):
+    """A tiny random-weight XCLIPModel (video-text reward) saved to disk."""
+    from find_rl.random_weights import save_xclip_model
+
+    return save_xclip_model(tmp_path_factory.mktemp("models") / "tiny-xclip")
 
 
 @pytest.fixture(scope="session")

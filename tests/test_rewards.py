@@ -65,7 +65,83 @@ def test_bad_reward_models_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         make_reward(f"clip={tmp_path}/missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="could not load CLIP reward model"):
+    with pytest.raises(ValueError, match="could not load CLIPModel reward model"):
         make_reward(f"clip={tmp_path}/empty")
     with pytest.raises(ValueError, match="one per image"):
         score_batch(lambda im, p: np.zeros(len(p) + 1), np.zeros((2, 3, 4, 4), np.float32), ["a", "b"])
+
+
+def test_clip_scores_a_video_as_the_mean_over_its_frames(tiny_clip):
+    r = ClipScore(tiny_clip)
+    video = torch.rand(2, 3, 3, 20, 20, generator=torch.Generator().manual_seed(2)).numpy() * 2 - 1
+    per_frame = np.stack([r(video[:, f], ["a dog", "a cat"]) for f in range(3)], axis=1)
+    np.testing.assert_allclose(r(video, ["a dog", "a cat"]), per_frame.mean(1), rtol=1e-5, atol=1e-4)
+
+
+def test_xclip_matches_xclipmodel_logits(tiny_xclip):
+    from transformers import AutoTokenizer, XCLIPModel
+
+    from find_rl.rewards import XClipScore
+
+    r = XClipScore(tiny_xclip)
+    video = torch.rand(3, 7, 3, 20, 20, generator=torch.Generator().manual_seed(3)).numpy() * 2 - 1
+    prompts = ["a dog", "a cat", "a dog"]
+    got = r(video, prompts)
+    alone = r(video[1:2], ["a cat"])
+    np.testing.assert_allclose(got[1], alone[0], rtol=1e-4, atol=1e-4)  # a score does not depend on the batch
+    # by hand: 4 evenly spaced frames of 7 (0, 2, 4, 6), CLIP-normalised, through XCLIPModel.forward
+    model = XCLIPModel.from_pretrained(tiny_xclip).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_xclip)(["a dog", "a cat"], padding=True, return_tensors="pt")
+    x = torch.as_tensor(video)[:, [0, 2, 4, 6]].flatten(0, 1)
+    x = torch.nn.functional.interpolate((x + 1) / 2, size=(32, 32), mode="bicubic", antialias=True)
+    x = ((x - torch.tensor(r.mean)[:, None, None]) / torch.tensor(r.std)[:, None, None]).reshape(3, 4, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(**tok, pixel_values=x).logits_per_video
+    want = logits[torch.arange(3), torch.tensor([0, 1, 0])] * 100 / model.logit_scale.exp().detach()
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="videos of shape"):
+        r(_images(2), ["a", "b"])
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_aesthetic_head_on_clip_embedding(tiny_clip, tmp_path, fmt):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from find_rl.rewards import AestheticScore
+
+    folder = tmp_path / "aesthetic"
+    shutil.copytree(tiny_clip, folder)
+    torch.manual_seed(0)
+    dims = [8, 1024, 128, 64, 16, 1]  # projection_dim 8 of the tiny CLIP, then LAION's head
+    state = {}
+    for layer, (i, o) in zip((0, 2, 4, 6, 7), zip(dims, dims[1:])):
+        state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"] = torch.randn(o, i) / i**0.5, torch.randn(o)
+    if fmt == "safetensors":
+        save_file(state, folder / "aesthetic_head.safetensors")
+    else:
+        torch.save(state, folder / "sac+logos+ava1-l14-linearMSE.pth")
+    r = make_reward(f"aesthetic={folder}")
+    assert isinstance(r.terms[0][1], AestheticScore)
+    imgs = _images(3, seed=4)
+    got = r(imgs, ["x", "y", "z"])
+    emb = ClipScore(tiny_clip)._image_embeddings(imgs)  # L2-normalised image embedding
+    h = emb
+    for layer in (0, 2, 4, 6, 7):
+        h = h @ state[f"layers.{layer}.weight"].T + state[f"layers.{layer}.bias"]
+    np.testing.assert_allclose(got, h.squeeze(1).numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no aesthetic head"):
+        make_reward(f"aesthetic={tiny_clip}")
+
+
+def test_a_pipeline_without_prompt_and_latents_is_refused(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from find_rl.sampler import DiffusionSampler
+
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "ddpm")
+    with pytest.raises(ValueError, match="does not take prompt= and latents="):
+        DiffusionSampler.from_pretrained(str(tmp_path / "ddpm"))

@@ -202,18 +202,30 @@ def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
         algo.stop()
 
 
-def test_train_cli_on_stable_diffusion_with_clip_reward(tiny_sd, tiny_clip, tmp_path):
-    """A short FIND run on a (tiny, random-weight) StableDiffusionPipeline with the CLIP reward, through the CLI."""
+@pytest.mark.parametrize("backbone, rewards, extra, latent", [
+    ("tiny_sd", ["clip", "pickscore:0.1"], [], (4, 8, 8)),
+    ("tiny_sdxl", ["clip"], [], (4, 8, 8)),
+    ("tiny_t2v", ["xclip", "clip:0.5"], ["--num-frames", "4"], (4, 4, 8, 8)),
+])
+def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, tiny_clip, tiny_xclip, tmp_path, request):
+    """A short FIND run through the CLI on each backbone class (tiny random weights saved to disk), with the
+    CLIP / PickScore / X-CLIP rewards loaded from their folders; a weighted sum where two are given."""
     from find_rl import train
     from find_rl.export import load_policy
 
-    out = tmp_path / "sd-run"
-    rc = train.main(["--out", str(out), "--model", tiny_sd, "--reward", f"clip={tiny_clip}", "--reward", f"pickscore={tiny_clip}:0.1",
-                     "--prompts", "a dog", "a cat", "--iterations", "2", "--samples-per-prompt", "4",
-                     "--num-inference-steps", "2", "--guidance-scale", "7.5", "--mean-resolution", "2"])
+    model = request.getfixturevalue(backbone)
+    paths = {"clip": tiny_clip, "pickscore": tiny_clip, "xclip": tiny_xclip}
+    reward_args = []
+    for spec in rewards:
+        name, _, weight = spec.partition(":")
+        reward_args += ["--reward", f"{name}={paths[name]}" + (f":{weight}" if weight else "")]
+    out = tmp_path / "run"
+    rc = train.main(["--out", str(out), "--model", model, *reward_args, "--prompts", "a dog", "a cat", "--iterations", "2",
+                     "--samples-per-prompt", "4", "--num-inference-steps", "2", "--guidance-scale", "7.5",
+                     "--mean-resolution", "2", *extra])
     assert rc == 0
     rows = [json.loads(ln) for ln in (out / "progress.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(math.isfinite(r["reward_mean"]) for r in rows)
     pol = load_policy(out)
-    assert pol.mean.shape == (2, 4, 8, 8) and pol.model == tiny_sd
+    assert tuple(pol.mean.shape) == (2, *latent) and pol.model == model
     assert pol.mean.abs().sum() > 0 and torch.all(pol.std == 1)  # the mean moved; sigma fixed at 1 by default

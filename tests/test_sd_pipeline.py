@@ -8,7 +8,7 @@ import torch
 from find_rl import generate
 from find_rl.export import NoisePolicy, save_policy
 from find_rl.models import load_pipeline
-from find_rl.sampler import DiffusionSampler
+from find_rl.sampler import DiffusionSampler, SamplerSettings
 
 
 def test_sampler_reads_latent_shape_and_uses_ddim(tiny_sd):
@@ -38,3 +38,36 @@ def test_exported_policy_drives_the_sd_pipeline_through_generate(tiny_sd, tmp_pa
     save_policy(tmp_path / "bad", bad)
     with pytest.raises(ValueError, match="does not fit"):
         generate.generate(policy=str(tmp_path / "bad"), prompt="a green dog", num_images=1, out=tmp_path / "x")
+
+
+def test_sdxl_pipeline_loads_and_samples(tiny_sdxl):
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+
+    s = DiffusionSampler.from_pretrained(tiny_sdxl, SamplerSettings(num_inference_steps=2, guidance_scale=5.0))
+    assert isinstance(s.pipeline, StableDiffusionXLPipeline) and isinstance(s.pipeline.scheduler, DDIMScheduler)
+    assert s.latent_shape == (4, 8, 8) and not s.is_video
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    a, b = s.sample(z, ["a dog", "a cat"]).images, s.sample(z, ["a dog", "a cat"]).images
+    assert a.shape == (2, 3, 16, 16) and np.array_equal(a, b)
+
+
+def test_text_to_video_pipeline_latent_has_frames_and_generate_writes_gifs(tiny_t2v, tmp_path):
+    from diffusers import TextToVideoSDPipeline
+
+    s = DiffusionSampler.from_pretrained(tiny_t2v, SamplerSettings(num_inference_steps=2, num_frames=3))
+    assert isinstance(s.pipeline, TextToVideoSDPipeline) and s.is_video
+    assert s.latent_shape == (4, 3, 8, 8)  # (channels, frames, h, w), read from the pipeline and the settings
+    assert DiffusionSampler.from_pretrained(tiny_t2v).latent_shape == (4, 16, 8, 8)  # the pipeline's default 16 frames
+    z = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    v1, v2 = s.sample(z, ["a dog", "a cat"]).images, s.sample(z, ["a dog", "a cat"]).images
+    assert v1.shape == (2, 3, 3, 16, 16) and np.array_equal(v1, v2) and v1.min() >= -1 and v1.max() <= 1
+    with pytest.raises(ValueError, match="expected"):
+        s.sample(torch.randn(2, 4, 8, 8), ["a dog", "a cat"])  # image-shaped noise for a video model
+    pol = NoisePolicy(prompts=["a dog"], mean=torch.zeros(1, 4, 3, 8, 8), std=torch.ones(1, 4, 3, 8, 8), model=tiny_t2v,
+                      sampler={"num_inference_steps": 2, "guidance_scale": 1.0, "eta": 0.0, "device": "cpu",
+                               "dtype": "float32", "num_frames": 3})
+    save_policy(tmp_path / "pol", pol)
+    paths = generate.generate(policy=str(tmp_path / "pol"), prompt="a dog", num_images=2, out=tmp_path / "gif")
+    from PIL import Image
+
+    assert [p.suffix for p in paths] == [".gif", ".gif"] and Image.open(paths[0]).n_frames == 3
