@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
     meta = {"python": platform.python_version(), "torch": torch.__version__, "device": dev, "dtype": dtype,
             "gpu": torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine(),
-            "model": args.model or f"random weights, {args.preset} shapes", "reward": args.clip or "random CLIP weights"}
+            "model": args.model or f"random weights, {args.preset} shapes", "reward": args.clip or ("random CLIP weights" if "overhead" not in args.skip else "not used")}
     import diffusers
 
     meta["diffusers"] = diffusers.__version__
