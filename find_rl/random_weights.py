@@ -174,3 +174,17 @@ def save_xclip_model(path: str | Path, *, seed: int = 0, num_frames: int = 4) ->
     XCLIPModel(config).save_pretrained(path)
     clip_tokenizer(CLIP_PRESETS["tiny"]["text"]["max_position_embeddings"]).save_pretrained(path)
     return str(path)
+
+
+def save_aesthetic_model(path: str | Path, *, seed: int = 0) -> str:
+    """A tiny random CLIP plus a random LAION-style aesthetic head (``aesthetic_head.safetensors``) in one folder."""
+    from safetensors.torch import save_file
+
+    path = Path(save_clip_model(path, "tiny", seed=seed))
+    torch.manual_seed(seed + 1)
+    dims = [CLIP_PRESETS["tiny"]["projection_dim"], 1024, 128, 64, 16, 1]
+    state = {}
+    for layer, (i, o) in zip((0, 2, 4, 6, 7), zip(dims, dims[1:])):
+        state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"] = torch.randn(o, i) / i**0.5, torch.randn(o)
+    save_file(state, path / "aesthetic_head.safetensors")
+    return str(path)

@@ -50,6 +50,14 @@ def tiny_xclip(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_aesthetic(tmp_path_factory):
+    """A tiny random CLIP with a LAION-style aesthetic head beside it (the aesthetic reward's folder format)."""
+    from find_rl.random_weights import save_aesthetic_model
+
+    return save_aesthetic_model(tmp_path_factory.mktemp("models") / "tiny-aesthetic")
+
+
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny random-weight CLIPModel with its tokenizer saved to disk (the CLIP / PickScore rewards' format)."""
     from find_rl.random_weights import save_clip_model

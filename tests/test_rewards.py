@@ -104,30 +104,25 @@ def test_xclip_matches_xclipmodel_logits(tiny_xclip):
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
-def test_aesthetic_head_on_clip_embedding(tiny_clip, tmp_path, fmt):
+def test_aesthetic_head_on_clip_embedding(tiny_aesthetic, tiny_clip, tmp_path, fmt):
     import shutil
 
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file
 
     from find_rl.rewards import AestheticScore
 
-    folder = tmp_path / "aesthetic"
-    shutil.copytree(tiny_clip, folder)
-    torch.manual_seed(0)
-    dims = [8, 1024, 128, 64, 16, 1]  # projection_dim 8 of the tiny CLIP, then LAION's head
-    state = {}
-    for layer, (i, o) in zip((0, 2, 4, 6, 7), zip(dims, dims[1:])):
-        state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"] = torch.randn(o, i) / i**0.5, torch.randn(o)
-    if fmt == "safetensors":
-        save_file(state, folder / "aesthetic_head.safetensors")
-    else:
+    state = load_file(f"{tiny_aesthetic}/aesthetic_head.safetensors")
+    folder = tiny_aesthetic
+    if fmt == "pth":  # the released head is a torch pickle: read with weights_only=True
+        folder = tmp_path / "aesthetic"
+        shutil.copytree(tiny_aesthetic, folder)
+        (folder / "aesthetic_head.safetensors").unlink()
         torch.save(state, folder / "sac+logos+ava1-l14-linearMSE.pth")
     r = make_reward(f"aesthetic={folder}")
     assert isinstance(r.terms[0][1], AestheticScore)
     imgs = _images(3, seed=4)
     got = r(imgs, ["x", "y", "z"])
-    emb = ClipScore(tiny_clip)._image_embeddings(imgs)  # L2-normalised image embedding
-    h = emb
+    h = ClipScore(tiny_clip)._image_embeddings(imgs)  # the L2-normalised image embedding (same CLIP weights)
     for layer in (0, 2, 4, 6, 7):
         h = h @ state[f"layers.{layer}.weight"].T + state[f"layers.{layer}.bias"]
     np.testing.assert_allclose(got, h.squeeze(1).numpy(), rtol=1e-4, atol=1e-4)

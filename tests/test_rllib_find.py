@@ -204,17 +204,18 @@ def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
 
 @pytest.mark.parametrize("backbone, rewards, extra, latent", [
     ("tiny_sd", ["clip", "pickscore:0.1"], [], (4, 8, 8)),
-    ("tiny_sdxl", ["clip"], [], (4, 8, 8)),
+    ("tiny_sdxl", ["clip", "aesthetic:0.1"], [], (4, 8, 8)),
     ("tiny_t2v", ["xclip", "clip:0.5"], ["--num-frames", "4"], (4, 4, 8, 8)),
 ])
-def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, tiny_clip, tiny_xclip, tmp_path, request):
+def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, tiny_clip, tiny_xclip, tiny_aesthetic, tmp_path,
+                                           request):
     """A short FIND run through the CLI on each backbone class (tiny random weights saved to disk), with the
-    CLIP / PickScore / X-CLIP rewards loaded from their folders; a weighted sum where two are given."""
+    CLIP / PickScore / aesthetic / X-CLIP rewards loaded from their folders; a weighted sum where two are given."""
     from find_rl import train
     from find_rl.export import load_policy
 
     model = request.getfixturevalue(backbone)
-    paths = {"clip": tiny_clip, "pickscore": tiny_clip, "xclip": tiny_xclip}
+    paths = {"clip": tiny_clip, "pickscore": tiny_clip, "xclip": tiny_xclip, "aesthetic": tiny_aesthetic}
     reward_args = []
     for spec in rewards:
         name, _, weight = spec.partition(":")
