@@ -28,6 +28,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from find_rl.metrics import RewardTimer
 from find_rl.rewards import make_reward, score_batch
 from find_rl.sampler import DiffusionSampler, SamplerSettings
 from find_rl.shapes.world import rare_prompts
@@ -51,6 +52,7 @@ class _Bandit:
         dtype: str = "float32",
         compile_unet: bool = False,
         num_frames: int | None = None,
+        num_scorers: int = 0,
         prompt_assignment: str = "round_robin",
         torch_threads: int | None = None,
         seed: int = 0,
@@ -67,15 +69,24 @@ class _Bandit:
                                    device=device, dtype=dtype, compile_unet=compile_unet,
                                    num_frames=num_frames)
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
-        self.reward = make_reward(reward, device=device, dtype=dtype) if isinstance(reward, (str, list)) else reward
+        if num_scorers > 0:  # score on the named scorer actors the driver created (find_rl.scorers)
+            from find_rl.scorers import ScorerPool
+
+            self.reward = ScorerPool.connect(num_scorers)
+        elif isinstance(reward, (str, list)):
+            self.reward = make_reward(reward, device=device, dtype=dtype)
+        else:
+            self.reward = reward
         self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.shape[1],), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.sampler.latent_dim,), np.float32)
+        self.reward_timer = RewardTimer()  # Ray metrics (image count, reward latency) when running under Ray
 
     def render_and_score(self, actions: np.ndarray, prompt_idx: np.ndarray) -> dict[str, np.ndarray]:
         prompts = [self.prompts[i] for i in prompt_idx]
         out = self.sampler.sample(np.asarray(actions, dtype=np.float32), prompts)
-        return score_batch(self.reward, out.images, prompts) | {"images": out.images}
+        scored = self.reward_timer.time(lambda: score_batch(self.reward, out.images, prompts), len(prompts))
+        return scored | {"images": out.images}
 
 
 def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:

@@ -31,6 +31,7 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
             num_envs_per_env_runner=run.batch_size,
             gym_env_vectorize_mode="vector_entry_point",
             num_gpus_per_env_runner=run.num_gpus_per_env_runner,
+            custom_resources_per_env_runner=dict(run.env_runner_resources),
             rollout_fragment_length="auto",
         )
         .learners(learner_class=FindPPOTorchLearner, learner_config_dict=find.to_dict(),
@@ -56,6 +57,9 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
                                   learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass),
             )
         )
+        # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile
+        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=1000,
+                         ignore_env_runner_failures=False)
         .debugging(seed=run.seed)
     )
     return config

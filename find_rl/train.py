@@ -42,6 +42,19 @@ def _clip(v: str) -> float | None:
         raise argparse.ArgumentTypeError(f"--clip-param must be a number or 'inf', got {v!r}") from None
 
 
+def _resources(specs: list[str]) -> dict[str, float]:
+    out = {}
+    for spec in specs:
+        name, eq, amount = spec.partition("=")
+        try:
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise ValueError(f"--env-runner-resources {spec!r}: write NAME=AMOUNT, e.g. sampler=1") from None
+        if not eq or not name.strip() or out[name.strip()] <= 0:
+            raise ValueError(f"--env-runner-resources {spec!r}: write NAME=AMOUNT with AMOUNT > 0, e.g. sampler=1")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m find_rl.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -64,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("sampling")
     s.add_argument("--samples-per-prompt", type=int, default=32, help="images per prompt per iteration (per env runner)")
     s.add_argument("--num-env-runners", type=int, default=0, help="env-runner actors (0: sample in this process)")
-    s.add_argument("--num-gpus-per-env-runner", type=float, default=0.0)
+    s.add_argument("--num-gpus-per-env-runner", type=float, default=0.0, help="fractional: several runners share a GPU")
+    s.add_argument("--env-runner-resources", nargs="+", default=[], metavar="NAME=AMOUNT",
+                   help="custom Ray resources each env runner needs (pins runners to node types, e.g. sampler=1)")
     s.add_argument("--device", default="cpu", help="device of the frozen model in each env runner")
+    s.add_argument("--num-scorers", type=int, default=0,
+                   help="reward-scorer actors shared by the env runners (0: score inside each env runner)")
+    s.add_argument("--num-gpus-per-scorer", type=float, default=0.0, help="GPU share of each scorer actor (fractional ok)")
     s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the frozen model and reward models (float16/bfloat16 on GPU)")
     s.add_argument("--compile-unet", action="store_true", help="torch.compile + channels_last for the denoiser (GPU fast path)")
@@ -132,6 +150,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
     reward = args.reward or ["shapes"]
     run = RunSettings(model=args.model, reward=reward[0] if len(reward) == 1 else reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
                       num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
+                      env_runner_resources=_resources(args.env_runner_resources),
+                      num_scorers=args.num_scorers, num_gpus_per_scorer=args.num_gpus_per_scorer,
                       device=args.device, dtype=args.dtype, compile_unet=args.compile_unet, num_frames=args.num_frames, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
@@ -189,6 +209,37 @@ def _seed_env_runner(env_runner, *, seed: int) -> None:
     np.random.seed(s)
 
 
+def train_iteration(algo, run: RunSettings, it: int) -> dict:
+    """Iteration ``it`` (0-based): seed every env runner's stream for it, ``algo.train()``, the progress row."""
+    t0 = time.perf_counter()
+    algo.env_runner_group.foreach_env_runner(
+        functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
+    result = algo.train()
+    return summarize(result, run.prompts, it + 1, time.perf_counter() - t0, run.batch_size * run.runners,
+                     (it + 1) * run.samples_per_prompt_per_iteration)
+
+
+def start_scorers(run: RunSettings):
+    """The reward-scorer actor pool the env runners will connect to (``None`` when scoring in-process)."""
+    if run.num_scorers < 1:
+        return None
+    from find_rl.scorers import ScorerPool
+
+    gpu = run.num_gpus_per_scorer > 0  # a scorer without a GPU share scores on its CPU, in float32
+    return ScorerPool.create(run.reward, run.num_scorers, device="cuda" if gpu else "cpu",
+                             dtype=run.dtype if gpu else "float32", num_gpus=run.num_gpus_per_scorer)
+
+
+def final_distributions(algo, run: RunSettings):
+    """The learned ``(mean, std)``, each ``(prompts, *latent_shape)``."""
+    import torch
+
+    with torch.no_grad():
+        mu, log_std = algo.get_module().distribution(torch.arange(len(run.prompts)))
+    shape = (len(run.prompts), *run.latent_shape)
+    return mu.reshape(shape), log_std.exp().reshape(shape)
+
+
 def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, batch: int, evals_per_prompt: int) -> dict:
     from find_rl import keys
 
@@ -204,6 +255,7 @@ def summarize(result: dict, prompts: list[str], iteration: int, seconds: float, 
         "mu_abs_mean": float(f[keys.MU_ABS]),
         "std_mean": float(f[keys.STD_MEAN]),
         "samples_invalid": int(f[keys.SAMPLES_INVALID]),
+        "samples": int(f[keys.SAMPLES]),  # samples the learner trained on this iteration
         "seconds": seconds,
         "images_per_s": batch / seconds,
         "reward_evals_per_prompt": evals_per_prompt,
@@ -243,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_dir: Path) -> int:
     import ray
-    import torch
 
     from find_rl.checkpoints import latest_checkpoint, save_checkpoint
     from find_rl.config import find_ppo_config
@@ -255,6 +306,7 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=False)
+    scorers = start_scorers(run)
     config = find_ppo_config(run, find)
     algo = config.build_algo()
     history: list[dict] = []
@@ -273,31 +325,33 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
     logger.info("prompts: %s", ", ".join(f"p{i}={p!r}" for i, p in enumerate(prompts)))
     logger.info("batch: %d prompts x %d samples x %d runner(s) per iteration; latent %s; clip_param %s",
                 len(prompts), run.samples_per_prompt, run.runners, run.latent_shape, run.clip_param)
+    from find_rl.metrics import RunMetrics
+
+    live = RunMetrics(run_dir.resolve().name)  # Ray metrics: Prometheus endpoint and the dashboard
     for it in range(done, args.iterations):
-        t0 = time.perf_counter()
-        algo.env_runner_group.foreach_env_runner(
-            functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
-        result = algo.train()
-        row = summarize(result, prompts, it + 1, time.perf_counter() - t0, run.batch_size * run.runners,
-                        (it + 1) * run.samples_per_prompt_per_iteration)
+        row = train_iteration(algo, run, it)
+        live.update(row)
         history.append(row)
         with progress.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(format_row(row, args.iterations, prompts), flush=True)
         if (it + 1) % args.checkpoint_every == 0 or it + 1 == args.iterations:
             save_checkpoint(algo, run_dir, it + 1)
-    module = algo.get_module()
-    with torch.no_grad():
-        mu, log_std = module.distribution(torch.arange(len(prompts)))
+    mean, std = final_distributions(algo, run)
     algo.stop()
+    if scorers is not None:
+        scorers.kill()
     if started_ray:
         ray.shutdown()
-    finish(args, run, find, run_dir, mu.reshape(len(prompts), *run.latent_shape), log_std.exp().reshape(len(prompts), *run.latent_shape), history)
+    finish(args, run, find, run_dir, mean, std, history)
+    print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else "")
     return 0
 
 
-def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std, history: list[dict]) -> None:
-    """Export the learned distributions and write the report (fresh samples, never the training batches)."""
+def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std, history: list[dict]) -> list[dict]:
+    """Export the learned distributions and write the report (fresh samples, never the training batches).
+
+    Returns the per-prompt result rows (:func:`find_rl.report.results_rows`; empty when not evaluated)."""
     from find_rl.evaluate import evaluate_distributions
     from find_rl.export import NoisePolicy, save_policy
     from find_rl.report import image_grid, plot_curves, results_rows, write_results
@@ -314,7 +368,7 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
     if history:
         plot_curves(history, run.prompts, run_dir / "curve.png")
     if args.eval_samples <= 0 or run.model != "shapes":
-        return
+        return []
     sampler = DiffusionSampler.from_pretrained(run.model, settings)
     seed = 10_000 + run.seed  # fresh noise, never the training stream
     base = evaluate_distributions(prompts=run.prompts, samples=args.eval_samples, seed=seed, sampler=sampler, return_images=16)
@@ -326,7 +380,7 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
     header = (f"FIND on {run.model}: {args.iterations} iterations, {training['reward_evals_per_prompt']} reward evaluations per "
               f"prompt, seed {run.seed}; scored on {args.eval_samples} fresh samples per prompt (detector IoU >= 0.7; strict 0.8)")
     write_results(rows, run_dir, header=header)
-    print((run_dir / "results.md").read_text())
+    return rows
 
 
 if __name__ == "__main__":

@@ -139,6 +139,10 @@ def test_train_cli_end_to_end_and_resume(ray_local, tmp_path, capsys):
         (["--minibatches-per-epoch", "5"], "must divide"),
         (["--resume", "/nonexistent/run"], "no run.json"),
         (["--iterations", "0"], "iterations must be >= 1"),
+        (["--reward", "clip"], "needs a model"),
+        (["--env-runner-resources", "sampler"], "NAME=AMOUNT"),
+        (["--num-scorers", "-1"], "num_scorers"),
+        (["--num-frames", "0"], "num_frames must be >= 1"),
     ],
 )
 def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
@@ -230,3 +234,42 @@ def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, ti
     pol = load_policy(out)
     assert tuple(pol.mean.shape) == (2, *latent) and pol.model == model
     assert pol.mean.abs().sum() > 0 and torch.all(pol.std == 1)  # the mean moved; sigma fixed at 1 by default
+
+
+def test_tune_sweep_resumes_after_interruption(tmp_path):
+    """`python -m find_rl.tune` interrupted (SIGINT, as Ctrl-C) after its first checkpoint, then rerun: it restores
+    the experiment (Tuner.restore) and continues the trials instead of starting over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "find_rl.tune", "--out", str(out), "--clip-grid", "0.01", "0.2", "--prompts",
+           "a green circle", "--iterations", "6", "--samples-per-prompt", "4", "--eval-samples", "8",
+           "--checkpoint-every", "1", "--max-concurrent", "1", "--stop-alignment", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trials = out / "trials"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # wait for the first trial's 2nd iteration
+        rows = [ln for f in trials.glob("*/progress.jsonl") for ln in f.read_text().splitlines()] if trials.exists() else []
+        if len(rows) >= 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    first_out, _ = proc.communicate(timeout=120)
+    interrupted = {f.parent.name: len(f.read_text().splitlines()) for f in trials.glob("*/progress.jsonl")}
+    assert not (out / "results.json").exists() or json.loads((out / "results.json").read_text())["trials"][0]["done"] is False
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "resuming the sweep" in second.stdout
+    res = json.loads((out / "results.json").read_text())
+    assert [t["clip_param"] for t in res["trials"]] == [0.01, 0.2] and all(t["done"] for t in res["trials"])
+    for name, n_before in interrupted.items():  # progress continued from the checkpoint: iterations 1..6 once each
+        its = [json.loads(ln)["iteration"] for ln in (trials / name / "progress.jsonl").read_text().splitlines()]
+        assert its == list(range(1, 7)), (name, n_before, its)
+    first = res["trials"][0]  # the trial that was running when interrupted continued from its checkpoint
+    assert first["started_at_iteration"] >= 1, first
+    assert (out / "best" / "noise_policy.safetensors").is_file()
+    assert "| 0.01 | 0 | 6 |" in (out / "results.md").read_text()

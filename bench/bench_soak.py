@@ -1,0 +1,87 @@
+"""Soak: train for many iterations on the shapes world while a scorer actor is killed every few iterations.
+
+How to run::
+
+    python bench/bench_soak.py --iterations 40 --kill-every 5 --scorers 2 --threads 2
+
+Training uses reward-scorer actors (``--num-scorers``); every ``--kill-every`` iterations one scorer process is
+killed (``ray.kill``, round robin), while the next iteration's batch is being scored, from a background thread.
+Reports faults injected, faults survived (the actor came back with a new process), iterations completed, samples
+lost (samples the learner should have seen but did not: must be 0) and time lost (sum over the faulty iterations
+of their excess over the median healthy iteration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--kill-every", type=int, default=5)
+    p.add_argument("--scorers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--delay", type=float, default=0.6, help="seconds into an iteration at which the kill lands")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    import ray
+    import torch
+
+    from find_rl import train
+    from find_rl.config import RunSettings, find_ppo_config
+    from find_rl.settings import FindSettings
+    from find_rl.shapes.world import rare_prompts
+
+    torch.set_num_threads(args.threads)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    run = RunSettings(prompts=rare_prompts(), num_scorers=args.scorers, torch_threads=args.threads)
+    pool = train.start_scorers(run)
+    algo = find_ppo_config(run, FindSettings()).build_algo()
+    faults, survived, lost, times, faulty = 0, 0, 0, [], []
+    try:
+        for it in range(args.iterations):
+            killer = None
+            if it and it % args.kill_every == 0:
+                victim = pool.actors[faults % len(pool.actors)]
+                pid = ray.get(victim.info.remote())["pid"]
+
+                def kill(victim=victim):
+                    time.sleep(args.delay)
+                    ray.kill(victim, no_restart=False)
+
+                killer = threading.Thread(target=kill)
+                killer.start()
+                faults += 1
+            t0 = time.perf_counter()
+            row = train.train_iteration(algo, run, it)
+            times.append(time.perf_counter() - t0)
+            if killer is not None:
+                killer.join()
+                faulty.append(it)
+                survived += int(ray.get(victim.info.remote(), timeout=120)["pid"] != pid)
+            lost += run.batch_size - row["samples"]  # rendered but not trained on (the learner's own count)
+            print(f"iter {it + 1:>3}  {times[-1]:.2f} s  align {row['alignment']:.3f}" + ("  <- scorer killed" if killer else ""),
+                  flush=True)
+    finally:
+        algo.stop()
+        pool.kill()
+        ray.shutdown()
+    healthy = statistics.median(t for i, t in enumerate(times) if i not in faulty and i > 0)
+    time_lost = sum(max(0.0, times[i] - healthy) for i in faulty)
+    res = {"iterations_completed": len(times), "faults_injected": faults, "faults_survived": survived,
+           "samples_lost": lost, "time_lost_s": round(time_lost, 2), "median_healthy_iteration_s": round(healthy, 3),
+           "batch": run.batch_size}
+    print(json.dumps(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0 if lost == 0 and survived == faults else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

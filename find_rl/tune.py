@@ -1,0 +1,210 @@
+"""Sweep ``clip_param`` with Ray Tune: one full FIND run per (clip_param, seed), resumable after interruption.
+
+How to run (the default sweep: 4 clip values x 1 seed x 60 iterations on the shapes world, ~6 min on 2 CPU cores)::
+
+    python -m find_rl.tune --out runs/tune
+    python -m find_rl.tune --out runs/tune --clip-grid 0.01 0.2 --seeds 0 1 2 --iterations 40
+    python -m find_rl.tune --out runs/tune          # again after Ctrl-C / a crash: resumes (Tuner.restore)
+
+Every trial runs the same loop as ``python -m find_rl.train`` (same flags, same seeding) inside a Tune function
+trainable, reports each iteration (training-batch alignment, reward, clip fraction, KL, images/s) with an RLlib
+checkpoint every ``--checkpoint-every`` iterations, stops early when the training alignment over the last 5
+iterations reaches ``--stop-alignment``, and ends by scoring fresh samples and exporting its distributions to
+``OUT/trials/clip<c>_seed<s>/``. The command prints the table (clip_param -> final rare-prompt alignment, strict
+alignment, diversity kept, mean clip fraction, wall time), writes ``OUT/results.md`` and ``OUT/results.json``, and
+copies the best trial's exported distributions to ``OUT/best/``. Search spaces live in ``tuning/spaces.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXPERIMENT = "clip_sweep"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from find_rl import train
+    from find_rl.tuning.spaces import CLIP_PARAM_GRID, CLIP_SWEEP_OVERRIDES, SEEDS
+
+    p = train.build_parser()
+    p.prog = "python -m find_rl.tune"
+    p.description = __doc__.split("\n")[0]
+    p.set_defaults(out=Path("runs/tune"), **CLIP_SWEEP_OVERRIDES)
+    t = p.add_argument_group("sweep")
+    t.add_argument("--clip-grid", type=float, nargs="+", default=list(CLIP_PARAM_GRID), help="clip_param values to try")
+    t.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    t.add_argument("--stop-alignment", type=float, default=0.97,
+                   help="stop a trial once its training alignment, averaged over 5 iterations, reaches this")
+    t.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: one per CPU)")
+    return p
+
+
+def run_trial(config: dict, *, base: dict) -> None:
+    """Tune function trainable: one FIND run, checkpointed, resumable from Tune's checkpoint."""
+    import torch
+    from ray import tune
+
+    from find_rl import train
+    from find_rl.config import find_ppo_config
+
+    args = argparse.Namespace(**base)
+    args.clip_param, args.seed = float(config["clip_param"]), int(config["seed"])
+    args.threads = 1  # one torch thread per trial: trials run side by side, one per CPU
+    torch.set_num_threads(1)
+    run, find = train.settings_from_args(args)
+    out = Path(base["trials_dir"]) / f"clip{args.clip_param:g}_seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    algo = find_ppo_config(run, find).build_algo()
+    history: list[dict] = []
+    progress = out / train.PROGRESS_FILE
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            algo.restore_from_path(d)
+        if progress.is_file():
+            history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][: algo.iteration]
+    progress.write_text("".join(json.dumps(h) + "\n" for h in history))
+    from find_rl.metrics import RunMetrics
+
+    live = RunMetrics(out.name)
+    it = started_at = algo.iteration  # > 0 when Tune restored this trial from its checkpoint
+    while it < args.iterations and not _converged(history, args.stop_alignment):
+        row = train.train_iteration(algo, run, it)
+        it += 1
+        live.update(row)
+        history.append(row)
+        with progress.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        metrics = {k: row[k] for k in ("iteration", "alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
+        if it % args.checkpoint_every == 0 or it == args.iterations or _converged(history, args.stop_alignment):
+            with tempfile.TemporaryDirectory() as d:
+                algo.save_to_path(d)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
+    mean, std = train.final_distributions(algo, run)
+    algo.stop()
+    rows = train.finish(args, run, find, out, mean, std, history)
+    last = history[-1] if history else {}
+    final = {k: last.get(k, math.nan) for k in ("alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
+    final |= {"iteration": it, "done": True, "trial_dir": str(out), "iterations_run": it, "started_at_iteration": started_at,
+             "clip_fraction_mean": float(sum(h["clip_fraction"] for h in history) / max(len(history), 1)),
+             "approx_kl_max": max((h["approx_kl"] for h in history), default=math.nan)}
+    if rows:
+        n = len(rows)
+        final |= {"final_alignment": sum(r["find_alignment"] for r in rows) / n,
+                  "final_strict": sum(r["find_strict"] for r in rows) / n,
+                  "final_diversity_kept": sum(r["diversity_kept"] for r in rows) / n,
+                  "base_alignment": sum(r["base_alignment"] for r in rows) / n}
+    tune.report(final)
+
+
+def _converged(history: list[dict], target: float, window: int = 5) -> bool:
+    return len(history) >= window and sum(h["alignment"] for h in history[-window:]) / window >= target
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume is not None:
+            raise ValueError("find_rl.tune resumes by itself: rerun it with the same --out")
+        if args.num_scorers:
+            raise ValueError("find_rl.tune scores inside each trial; drop --num-scorers")
+        if any(c <= 0 or math.isinf(c) for c in args.clip_grid):
+            raise ValueError(f"--clip-grid values must be finite and > 0, got {args.clip_grid}")
+        if args.stop_alignment <= 0:
+            raise ValueError(f"--stop-alignment must be > 0 (above 1: never stop early), got {args.stop_alignment}")
+        args.clip_param = args.clip_grid[0]
+        from find_rl import train
+
+        train.settings_from_args(args)  # every flag checked here, before Ray starts
+        out = args.out.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return sweep(args, out)
+
+
+def sweep(args: argparse.Namespace, out: Path) -> int:
+    import ray
+    from ray import tune
+
+    from find_rl.tuning.spaces import clip_sweep
+
+    base = vars(args) | {"trials_dir": str(out / "trials")}
+    started = not ray.is_initialized()
+    if started:
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or "local", log_to_driver=False,
+                 **({} if address else {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1"}))
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), {"cpu": 1})
+    path = out / EXPERIMENT
+    t0 = time.perf_counter()
+    if tune.Tuner.can_restore(str(path)):
+        print(f"resuming the sweep in {path}", flush=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        max_conc = args.max_concurrent or int(ray.cluster_resources().get("CPU", 1))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=clip_sweep(args.clip_grid, args.seeds),
+            tune_config=tune.TuneConfig(metric="alignment", mode="max", max_concurrent_trials=max_conc),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        )
+    results = tuner.fit()
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        rows.append({"clip_param": r.config["clip_param"], "seed": r.config["seed"], "done": bool(m.get("done")),
+                     "iterations": m.get("iterations_run", m.get("iteration")),
+                     "started_at_iteration": m.get("started_at_iteration"), "final_alignment": m.get("final_alignment"),
+                     "final_strict": m.get("final_strict"), "final_diversity_kept": m.get("final_diversity_kept"),
+                     "base_alignment": m.get("base_alignment"), "clip_fraction_mean": m.get("clip_fraction_mean"),
+                     "approx_kl_max": m.get("approx_kl_max"), "wall_s": m.get("time_total_s"),
+                     "trial_dir": m.get("trial_dir"), "error": str(r.error).strip().splitlines()[-1][:200] if r.error else None})
+    rows.sort(key=lambda x: (x["clip_param"], x["seed"]))
+    table = format_table(rows, args)
+    print(table)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps({"sweep_wall_s": time.perf_counter() - t0, "trials": rows}, indent=2))
+    done = [x for x in rows if x["done"] and x["final_alignment"] is not None]
+    if done:
+        best = max(done, key=lambda x: (x["final_alignment"], x["final_diversity_kept"] or 0))
+        (out / "best").mkdir(exist_ok=True)
+        for f in ("noise_policy.safetensors", "noise_policy.json", "results.md"):
+            shutil.copy2(Path(best["trial_dir"]) / f, out / "best" / f)
+        print(f"best: clip_param {best['clip_param']:g} seed {best['seed']} -> {out / 'best'}")
+    if started:
+        ray.shutdown()
+    return 0 if all(x["done"] for x in rows) else 1
+
+
+def format_table(rows: list[dict], args) -> str:
+    def f(v, fmt):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    lines = [f"clip_param sweep: lr {args.lr}, up to {args.iterations} iterations x {args.samples_per_prompt} samples per "
+             f"prompt, scored on {args.eval_samples} fresh samples per prompt", "",
+             "| clip_param | seed | iterations | alignment (base → final) | strict | diversity kept | mean clip fraction | max approx KL | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        status = "" if r["done"] else f" (not finished{': ' + r['error'] if r['error'] else ''})"
+        lines.append(f"| {r['clip_param']:g} | {r['seed']} | {r['iterations']}{status} | {f(r['base_alignment'], '.3f')} → "
+                     f"{f(r['final_alignment'], '.3f')} | {f(r['final_strict'], '.3f')} | {f(r['final_diversity_kept'], '.0%')} | "
+                     f"{f(r['clip_fraction_mean'], '.3f')} | {f(r['approx_kl_max'], '.4f')} | {f(r['wall_s'], '.0f')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

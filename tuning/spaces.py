@@ -1,0 +1,25 @@
+"""Search spaces for ``python -m find_rl.tune``: train-flag names (argparse dests) -> Ray Tune domains.
+
+Why the default ``clip_param`` grid is so small: FIND's ratio is the *per-element* mean of the log-density ratio
+(``find_rl/policy_math.py``). For a mean step of delta (in sigma units) per element, a sample's log ratio is about
+-delta^2 / 2 +- |delta| / sqrt(D), i.e. about -approx_kl: ~0.001 per update at the default lr 0.05 and up to ~0.01 at
+lr 0.1 on the shapes world (``bench/RESULTS.md``). The PPO clip binds only when ``clip_param`` is of that order, so
+0.2 (the default, which never binds there) is the reference point and the others bracket the measured step sizes.
+The sweep runs at lr 0.1, where unclipped updates were unstable (a prompt collapsed to 0 alignment).
+"""
+
+from __future__ import annotations
+
+CLIP_PARAM_GRID = (0.002, 0.005, 0.01, 0.2)
+SEEDS = (0,)
+#: train flags the clip sweep changes from the train defaults (a faster lr where the clip has work to do)
+CLIP_SWEEP_OVERRIDES = {"lr": 0.1, "iterations": 60, "eval_samples": 128}
+
+
+def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS) -> dict:
+    """The param space: every ``clip_param`` in ``grid`` crossed with every seed."""
+    from ray import tune
+
+    if not grid or any(c <= 0 for c in grid):
+        raise ValueError(f"clip_param values must be > 0, got {list(grid)}")
+    return {"clip_param": tune.grid_search([float(c) for c in grid]), "seed": tune.grid_search([int(s) for s in seeds])}
