@@ -194,6 +194,27 @@ def prepare_run_dir(args: argparse.Namespace, argv: list[str]) -> Path:
     return d
 
 
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A one-line error, fast, for a Ray address that does not answer (``ray.init`` would retry for minutes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or not port:
+        raise ValueError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), 'auto' or ray://HOST:PORT")
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise ValueError(f"Ray cluster at {address} does not answer ({e.strerror or e}); start it (ray start --head) or fix "
+                         "--address / $RAY_ADDRESS") from None
+
+
 def iteration_seed(seed: int, iteration: int) -> int:
     """The RNG seed of one iteration: a run resumed at iteration k draws exactly the noise an uninterrupted run would."""
     return (seed * 1_000_003 + iteration) % (2**31 - 1)
@@ -303,6 +324,11 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
     started_ray = not ray.is_initialized()
     if started_ray:
         if address:
+            try:
+                check_address(address)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=False)
@@ -313,7 +339,13 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
     progress = run_dir / PROGRESS_FILE
     if args.resume is not None:
         ckpt = latest_checkpoint(run_dir)
-        algo.restore_from_path(str(ckpt.resolve()))
+        try:
+            algo.restore_from_path(str(ckpt.resolve()))
+        except Exception as e:  # RLlib raises many types for unreadable or foreign state
+            algo.stop()
+            print(f"error: checkpoint {ckpt} is corrupt or was written by another configuration "
+                  f"({e.__class__.__name__}); delete it to resume from the one before, or start anew with --out", file=sys.stderr)
+            return 2
         done = algo.iteration
         if progress.is_file():
             history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][:done]

@@ -125,6 +125,26 @@ def test_train_cli_end_to_end_and_resume(ray_local, tmp_path, capsys):
 
     pol = load_policy(out)
     assert np.isfinite(pol.mean.numpy()).all() and pol.mean.abs().sum() > 0
+    # a corrupt checkpoint: one clear line, and nothing already written is touched
+    (out / "checkpoints" / "iter_000003" / "learner_group" / "learner" / "state.pkl").write_bytes(b"not a pickle")
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    assert train.main(["--resume", str(out), "--iterations", "4"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "iter_000003 is corrupt" in err[0]
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
+    import socket
+
+    from find_rl import train
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert train.main(["--out", str(tmp_path / "r"), "--iterations", "1", "--address", f"127.0.0.1:{port}"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "does not answer" in err[0]
 
 
 @pytest.mark.parametrize(
