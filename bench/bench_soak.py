@@ -4,7 +4,7 @@ How to run::
 
     python bench/bench_soak.py --iterations 40 --kill-every 5 --scorers 2 --threads 2
 
-Training uses reward-scorer actors (``--num-scorers``); every ``--kill-every`` iterations one scorer process is
+Training uses reward-scorer actors (``--num-reward-workers``); every ``--kill-every`` iterations one scorer process is
 killed (``ray.kill``, round robin), while the next iteration's batch is being scored, from a background thread.
 Reports faults injected, faults survived (the actor came back with a new process), iterations completed, samples
 lost (samples the learner should have seen but did not: must be 0) and time lost (sum over the faulty iterations
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    run = RunSettings(prompts=rare_prompts(), num_scorers=args.scorers, torch_threads=args.threads)
+    run = RunSettings(prompts=rare_prompts(), num_reward_workers=args.scorers, torch_threads=args.threads)
     pool = train.start_scorers(run)
     algo = find_ppo_config(run, FindSettings()).build_algo()
     faults, survived, lost, times, faulty = 0, 0, 0, [], []

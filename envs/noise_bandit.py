@@ -52,7 +52,7 @@ class _Bandit:
         dtype: str = "float32",
         compile_unet: bool = False,
         num_frames: int | None = None,
-        num_scorers: int = 0,
+        num_reward_workers: int = 0,
         prompt_assignment: str = "round_robin",
         torch_threads: int | None = None,
         seed: int = 0,
@@ -69,10 +69,10 @@ class _Bandit:
                                    device=device, dtype=dtype, compile_unet=compile_unet,
                                    num_frames=num_frames)
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
-        if num_scorers > 0:  # score on the named scorer actors the driver created (find_rl.scorers)
+        if num_reward_workers > 0:  # score on the named scorer actors the driver created (find_rl.scorers)
             from find_rl.scorers import ScorerPool
 
-            self.reward = ScorerPool.connect(num_scorers)
+            self.reward = ScorerPool.connect(num_reward_workers)
         elif isinstance(reward, (str, list)):
             self.reward = make_reward(reward, device=device, dtype=dtype)
         else:

@@ -62,8 +62,8 @@ class RunSettings:
     num_gpus_per_env_runner: float = 0.0
     env_runner_resources: dict = field(default_factory=dict)  # custom Ray resources per env runner, e.g. {"sampler": 1}
     num_gpus_per_learner: float = 0.0
-    num_scorers: int = 0  # reward-scorer actors (find_rl.scorers); 0 = score inside each env runner
-    num_gpus_per_scorer: float = 0.0
+    num_reward_workers: int = 0  # reward-scorer actors (find_rl.scorers); 0 = score inside each env runner
+    num_gpus_per_reward_worker: float = 0.0
     device: str = "cpu"
     dtype: str = "float32"  # of the frozen model (and reward models): float32, float16, bfloat16
     compile_unet: bool = False  # torch.compile + channels_last for the denoiser (GPU fast path)
@@ -86,8 +86,8 @@ class RunSettings:
     def validate(self) -> None:
         if not self.prompts:
             raise ValueError("no prompts given; pass --prompts 'a green circle' ... or a --prompts-file")
-        if self.num_scorers < 0 or self.num_gpus_per_scorer < 0:
-            raise ValueError(f"num_scorers and num_gpus_per_scorer must be >= 0, got {self.num_scorers}, {self.num_gpus_per_scorer}")
+        if self.num_reward_workers < 0 or self.num_gpus_per_reward_worker < 0:
+            raise ValueError(f"num_reward_workers and num_gpus_per_reward_worker must be >= 0, got {self.num_reward_workers}, {self.num_gpus_per_reward_worker}")
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 (per-prompt statistics), got {self.samples_per_prompt}")
         if self.clip_param is not None and not math.isinf(self.clip_param) and self.clip_param <= 0:
@@ -121,4 +121,4 @@ class RunSettings:
     def env_config(self) -> dict:
         return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
                     num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, num_frames=self.num_frames, num_scorers=self.num_scorers, torch_threads=self.torch_threads, seed=self.seed)
+                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, num_frames=self.num_frames, num_reward_workers=self.num_reward_workers, torch_threads=self.torch_threads, seed=self.seed)

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
     g.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (bound to 127.0.0.1) for a local Ray")
+    g.add_argument("--dashboard-port", type=int, default=8265)
     s = p.add_argument_group("sampling")
     s.add_argument("--samples-per-prompt", type=int, default=32, help="images per prompt per iteration (per env runner)")
     s.add_argument("--num-env-runners", type=int, default=0, help="env-runner actors (0: sample in this process)")
@@ -81,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-runner-resources", nargs="+", default=[], metavar="NAME=AMOUNT",
                    help="custom Ray resources each env runner needs (pins runners to node types, e.g. sampler=1)")
     s.add_argument("--device", default="cpu", help="device of the frozen model in each env runner")
-    s.add_argument("--num-scorers", type=int, default=0,
+    s.add_argument("--num-reward-workers", "--num-scorers", type=int, default=0,
                    help="reward-scorer actors shared by the env runners (0: score inside each env runner)")
-    s.add_argument("--num-gpus-per-scorer", type=float, default=0.0, help="GPU share of each scorer actor (fractional ok)")
+    s.add_argument("--num-gpus-per-reward-worker", "--num-gpus-per-scorer", type=float, default=0.0, help="GPU share of each scorer actor (fractional ok)")
     s.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="dtype of the frozen model and reward models (float16/bfloat16 on GPU)")
     s.add_argument("--compile-unet", action="store_true", help="torch.compile + channels_last for the denoiser (GPU fast path)")
@@ -151,7 +152,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
     run = RunSettings(model=args.model, reward=reward[0] if len(reward) == 1 else reward, prompts=prompts, samples_per_prompt=args.samples_per_prompt,
                       num_env_runners=args.num_env_runners, num_gpus_per_env_runner=args.num_gpus_per_env_runner,
                       env_runner_resources=_resources(args.env_runner_resources),
-                      num_scorers=args.num_scorers, num_gpus_per_scorer=args.num_gpus_per_scorer,
+                      num_reward_workers=args.num_reward_workers, num_gpus_per_reward_worker=args.num_gpus_per_reward_worker,
                       device=args.device, dtype=args.dtype, compile_unet=args.compile_unet, num_frames=args.num_frames, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
@@ -242,13 +243,13 @@ def train_iteration(algo, run: RunSettings, it: int) -> dict:
 
 def start_scorers(run: RunSettings):
     """The reward-scorer actor pool the env runners will connect to (``None`` when scoring in-process)."""
-    if run.num_scorers < 1:
+    if run.num_reward_workers < 1:
         return None
     from find_rl.scorers import ScorerPool
 
-    gpu = run.num_gpus_per_scorer > 0  # a scorer without a GPU share scores on its CPU, in float32
-    return ScorerPool.create(run.reward, run.num_scorers, device="cuda" if gpu else "cpu",
-                             dtype=run.dtype if gpu else "float32", num_gpus=run.num_gpus_per_scorer)
+    gpu = run.num_gpus_per_reward_worker > 0  # a scorer without a GPU share scores on its CPU, in float32
+    return ScorerPool.create(run.reward, run.num_reward_workers, device="cuda" if gpu else "cpu",
+                             dtype=run.dtype if gpu else "float32", num_gpus=run.num_gpus_per_reward_worker)
 
 
 def final_distributions(algo, run: RunSettings):
@@ -331,7 +332,8 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
                 return 2
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1", log_to_driver=False)
+            ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
+                     dashboard_port=args.dashboard_port, log_to_driver=False)
     scorers = start_scorers(run)
     config = find_ppo_config(run, find)
     algo = config.build_algo()

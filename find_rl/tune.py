@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume is not None:
             raise ValueError("find_rl.tune resumes by itself: rerun it with the same --out")
-        if args.num_scorers:
-            raise ValueError("find_rl.tune scores inside each trial; drop --num-scorers")
+        if args.num_reward_workers:
+            raise ValueError("find_rl.tune scores inside each trial; drop --num-reward-workers")
         if any(c <= 0 or math.isinf(c) for c in args.clip_grid):
             raise ValueError(f"--clip-grid values must be finite and > 0, got {args.clip_grid}")
         if args.stop_alignment <= 0:
@@ -146,7 +146,8 @@ def sweep(args: argparse.Namespace, out: Path) -> int:
     if started:
         address = args.address or os.environ.get("RAY_ADDRESS")
         ray.init(address=address or "local", log_to_driver=False,
-                 **({} if address else {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1"}))
+                 **({} if address else {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1",
+                                        "dashboard_port": args.dashboard_port}))
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), {"cpu": 1})
     path = out / EXPERIMENT
     t0 = time.perf_counter()

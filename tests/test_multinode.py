@@ -14,11 +14,12 @@ PROMPTS = ["a green circle", "a red square"]
 
 
 @pytest.fixture
-def cluster(monkeypatch):
+def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # this private test cluster only; see README for token auth
+    # Ray 2.60's token auth stays on (the job client sends the token); never switch RAY_AUTH_MODE inside a test
+    # process: Ray caches it, and later ray.init calls in the same process could no longer reach their own GCS.
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1"})
     workers = [c.add_node(num_cpus=1, resources={"sampler": 1}) for _ in range(2)]
     ctx = ray.init(address=c.address, log_to_driver=False)

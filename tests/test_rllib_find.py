@@ -161,7 +161,7 @@ def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
         (["--iterations", "0"], "iterations must be >= 1"),
         (["--reward", "clip"], "needs a model"),
         (["--env-runner-resources", "sampler"], "NAME=AMOUNT"),
-        (["--num-scorers", "-1"], "num_scorers"),
+        (["--num-reward-workers", "-1"], "num_reward_workers"),
         (["--num-frames", "0"], "num_frames must be >= 1"),
     ],
 )

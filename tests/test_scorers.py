@@ -67,7 +67,7 @@ def test_training_with_scorer_actors_survives_a_killed_scorer(ray_local):
     from find_rl.config import RunSettings, find_ppo_config
     from find_rl.settings import FindSettings
 
-    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=1, num_scorers=1)
+    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=1, num_reward_workers=1)
     pool = train.start_scorers(run)
     algo = find_ppo_config(run, FindSettings()).build_algo()
     try:
