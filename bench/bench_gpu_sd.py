@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64, help="images per training iteration / plain call at 20 steps")
     p.add_argument("--iterations", type=int, default=3, help="timed repeats per measurement")
     p.add_argument("--quick", action="store_true", help="toy sizes for a CPU smoke run (batch 4, 2 and 3 steps)")
+    p.add_argument("--find-compile", action="store_true",
+                   help="overhead phase: the FIND run uses --compile-unet while the plain pipeline stays eager")
     p.add_argument("--skip", nargs="*", default=[], choices=("overhead", "throughput", "paper", "fastpath"))
     args = p.parse_args(argv)
     dev = args.device
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
                  num_gpus=1 if dev.startswith("cuda") else 0)
         run = RunSettings(model=model, reward=f"clip={clip}", prompts=PROMPTS, samples_per_prompt=batch // len(PROMPTS),
                           latent_shape=tuple(shape), device=dev, dtype=dtype, num_inference_steps=steps_a, guidance_scale=cfg,
-                          torch_threads=None if dev.startswith("cuda") else 2)
+                          torch_threads=None if dev.startswith("cuda") else 2, compile_unet=args.find_compile)
         algo = find_ppo_config(run, FindSettings()).build_algo()
         n = run.batch_size
 
@@ -172,7 +174,9 @@ def main(argv=None) -> int:
             reward(np.asarray(out.images).transpose(0, 3, 1, 2) * 2 - 1, prompts(n))
 
         it_times, plain_times = [], []
-        algo.train()  # warm-up of both paths
+        c0 = time.perf_counter()
+        algo.train()  # warm-up of both paths (and the compile, with --find-compile)
+        first_s = time.perf_counter() - c0
         plain_and_score()
         for _ in range(args.iterations):  # alternate, so drift hits both alike
             sync(dev)
@@ -188,7 +192,9 @@ def main(argv=None) -> int:
         from find_rl import keys
 
         f = result["learners"]["default_policy"][keys.FIND]
-        rep.add("overhead", {"batch": n, "steps": steps_a, "cfg": cfg, "find_iteration_s": round(mi, 3),
+        rep.add("overhead_compiled" if args.find_compile else "overhead", {
+                             "find_compile_unet": args.find_compile, "find_first_iteration_s": round(first_s, 1),
+                             "batch": n, "steps": steps_a, "cfg": cfg, "find_iteration_s": round(mi, 3),
                              "plain_pipeline_plus_reward_s": round(mp, 3), "overhead_ratio": round(mi / mp, 3),
                              "find_images_per_s": round(n / mi, 2), "plain_images_per_s": round(n / mp, 2),
                              "reward_mean_last": round(float(f[keys.REWARD_MEAN]), 3)})

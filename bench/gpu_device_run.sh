@@ -5,6 +5,7 @@
 # Results go to $OUT (default bench/gpu-out).
 #   bash bench/gpu_device_run.sh             # SD-1.5 shapes: overhead, throughput, paper loop, fast path; GPU scaling
 #   bash bench/gpu_device_run.sh backbones   # SDXL and ModelScope text-to-video shapes: throughput and peak memory
+#   bash bench/gpu_device_run.sh compiled    # a FIND iteration with --compile-unet vs the plain eager pipeline
 MODE=${1:-sd15}
 set -uo pipefail
 OUT=${OUT:-bench/gpu-out}
@@ -18,6 +19,11 @@ if ! python3 -c "import ray, diffusers, gymnasium" 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 python3 -c "import torch, ray, diffusers, transformers; print('torch', torch.__version__, 'ray', ray.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+if [ "$MODE" = compiled ]; then  # FIND with --compile-unet vs the plain eager pipeline, same batch
+  timeout 300 python3 bench/bench_gpu_sd.py --out "$OUT" --find-compile --skip throughput paper fastpath --iterations 2 2>&1 \
+    | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/gpu_bench_compiled.log"
+  exit 0
+fi
 if [ "$MODE" = backbones ]; then
   timeout 190 python3 bench/bench_gpu_sd.py --preset sdxl --out "$OUT/sdxl" --skip overhead paper fastpath \
     --batches 4x20 8x20 --iterations 2 2>&1 | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/sdxl.log"

@@ -332,7 +332,10 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
                 return 2
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(address="local", include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
+            # enough logical CPUs that every requested actor starts (a pending env runner would sit idle); the
+            # physical cores still bound the work, and one-thread actors share them
+            cpus = max(os.cpu_count() or 1, run.num_env_runners + run.num_reward_workers + 1)
+            ray.init(address="local", num_cpus=cpus, include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
                      dashboard_port=args.dashboard_port, log_to_driver=False)
     scorers = start_scorers(run)
     config = find_ppo_config(run, find)
