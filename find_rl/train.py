@@ -221,21 +221,30 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration) % (2**31 - 1)
 
 
-def _seed_env_runner(env_runner, *, seed: int) -> None:
-    """Seed one env runner's exploration RNG (torch draws the noise); each runner gets its own stream."""
+def _seed_env_runner(env_runner, *, seed: int, iteration: int) -> None:
+    """Seed one env runner's exploration RNG (torch draws the noise); each runner gets its own stream.
+
+    A runner that has sampled before starts each ``sample()`` with a reset step (NEXT_STEP autoreset) whose action
+    draw, B x D normals, is discarded; a runner built fresh (a resumed run, a restarted actor) starts with a plain
+    reset and no such draw. From iteration 1 on, a fresh runner makes that draw itself, so that a resumed run
+    samples exactly the noise an uninterrupted run would.
+    """
     import numpy as np
     import torch
 
     s = (seed + 7919 * int(getattr(env_runner, "worker_index", 0))) % (2**31 - 1)
     torch.manual_seed(s)
     np.random.seed(s)
+    if iteration > 0 and getattr(env_runner, "_needs_initial_reset", False):
+        space = env_runner.env.single_action_space
+        torch.normal(torch.zeros(env_runner.num_envs, *space.shape), torch.ones(env_runner.num_envs, *space.shape))
 
 
 def train_iteration(algo, run: RunSettings, it: int) -> dict:
     """Iteration ``it`` (0-based): seed every env runner's stream for it, ``algo.train()``, the progress row."""
     t0 = time.perf_counter()
     algo.env_runner_group.foreach_env_runner(
-        functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it)), local_env_runner=True)
+        functools.partial(_seed_env_runner, seed=iteration_seed(run.seed, it), iteration=it), local_env_runner=True)
     result = algo.train()
     return summarize(result, run.prompts, it + 1, time.perf_counter() - t0, run.batch_size * run.runners,
                      (it + 1) * run.samples_per_prompt_per_iteration)
