@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH, aesthetic=PATH, "
                         "xclip=PATH (video); default shapes")
     g.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
+    g.add_argument("--max-invalid-fraction", type=float, default=0.25,
+                   help="stop (after a checkpoint) when more than this fraction of an iteration's rewards are NaN/inf")
     g.add_argument("--eval-samples", type=int, default=256, help="fresh samples per prompt for the final report (0: skip)")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads in this process")
     g.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -143,6 +145,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     if args.checkpoint_every < 1:
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    if not 0.0 <= args.max_invalid_fraction <= 1.0:
+        raise ValueError(f"--max-invalid-fraction must be in [0, 1], got {args.max_invalid_fraction}")
     if args.clip_param is not None and args.clip_param <= 0:
         raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
     from find_rl.sampler import DiffusionSampler, SamplerSettings
@@ -381,6 +385,17 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
         with progress.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(format_row(row, args.iterations, prompts), flush=True)
+        invalid = row["samples_invalid"] / max(row["samples"] + row["samples_invalid"], 1)
+        if invalid > args.max_invalid_fraction:  # invalid samples were skipped; this many means the reward is broken
+            save_checkpoint(algo, run_dir, it + 1)
+            algo.stop()
+            if scorers is not None:
+                scorers.kill()
+            if started_ray:
+                ray.shutdown()
+            print(f"error: {invalid:.0%} of iteration {it + 1}'s rewards were NaN/inf (limit {args.max_invalid_fraction:.0%}, "
+                  f"--max-invalid-fraction); fix the reward, then --resume {run_dir}", file=sys.stderr)
+            return 2
         if (it + 1) % args.checkpoint_every == 0 or it + 1 == args.iterations:
             save_checkpoint(algo, run_dir, it + 1)
     mean, std = final_distributions(algo, run)

@@ -226,6 +226,22 @@ def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
         algo.stop()
 
 
+def test_mostly_invalid_rewards_stop_the_run_after_a_checkpoint(ray_local, monkeypatch, tmp_path, capsys):
+    from find_rl import rewards, train
+
+    monkeypatch.setitem(rewards.REWARDS, "half-nan", _HalfNaNReward)
+    out = tmp_path / "nan-run"
+    argv = ["--out", str(out), "--reward", "half-nan", "--prompts", *PROMPTS, "--iterations", "3", "--samples-per-prompt", "4",
+            "--eval-samples", "0"]
+    assert train.main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "50% of iteration 1's rewards were NaN/inf" in err[0] and "--resume" in err[0]
+    assert (out / "checkpoints" / "iter_000001").is_dir()  # nothing trained is lost
+    assert len((out / "progress.jsonl").read_text().splitlines()) == 1
+    # a higher limit lets the same run go on, skipping and counting the invalid samples
+    assert train.main(["--out", str(tmp_path / "tolerant"), *argv[2:], "--max-invalid-fraction", "0.6"]) == 0
+
+
 @pytest.mark.parametrize("backbone, rewards, extra, latent", [
     ("tiny_sd", ["clip", "pickscore:0.1"], [], (4, 8, 8)),
     ("tiny_sdxl", ["clip", "aesthetic:0.1"], [], (4, 8, 8)),
