@@ -132,6 +132,18 @@ def test_train_cli_end_to_end_and_resume(ray_local, tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "iter_000003 is corrupt" in err[0]
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    # a foreign checkpoint (another run's, with one prompt instead of two) copied in: the same one-line refusal
+    import shutil
+
+    other = tmp_path / "other"
+    assert train.main(["--out", str(other), "--iterations", "1", "--prompts", "a blue square", "--samples-per-prompt", "4",
+                       "--eval-samples", "0"]) == 0
+    shutil.rmtree(out / "checkpoints" / "iter_000003")
+    shutil.copytree(other / "checkpoints" / "iter_000001", out / "checkpoints" / "iter_000003")
+    capsys.readouterr()
+    assert train.main(["--resume", str(out), "--iterations", "4"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "written by another configuration" in err[0]
 
 
 def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
