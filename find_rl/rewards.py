@@ -77,12 +77,17 @@ class ClipScore:
                 for chunk in x.split(self.batch_size)]
         return torch.nn.functional.normalize(torch.cat(embs).float(), dim=-1)
 
+    def frame_embeddings(self, images) -> tuple[torch.Tensor, int]:
+        """``(N * F, d)`` embeddings of images ``(N, 3, H, W)`` (F = 1) or of every frame of videos ``(N, F, 3, H, W)``."""
+        images = torch.as_tensor(images)
+        if images.ndim == 5:
+            return self._image_embeddings(images.flatten(0, 1)), images.shape[1]
+        return self._image_embeddings(images), 1
+
     def __call__(self, images, prompts: list[str]) -> np.ndarray:
         """Images ``(N, 3, H, W)``, or videos ``(N, F, 3, H, W)`` scored as the mean over their frames."""
-        images = torch.as_tensor(images)
-        frames = images.shape[1] if images.ndim == 5 else 1
-        flat = images.flatten(0, 1) if images.ndim == 5 else images
-        cos = (self._image_embeddings(flat) * self._text_embeddings([p for p in prompts for _ in range(frames)])).sum(-1)
+        emb, frames = self.frame_embeddings(images)
+        cos = (emb * self._text_embeddings([p for p in prompts for _ in range(frames)])).sum(-1)
         scale = self.model.logit_scale.exp().float() if self.scale == "logit" else 100.0
         return (scale * cos).reshape(len(prompts), frames).mean(1).cpu().numpy().astype(np.float32)
 
@@ -110,9 +115,7 @@ class AestheticScore:
 
     @torch.no_grad()
     def __call__(self, images, prompts: list[str]) -> np.ndarray:
-        images = torch.as_tensor(images)
-        frames = images.shape[1] if images.ndim == 5 else 1
-        emb = self.clip._image_embeddings(images.flatten(0, 1) if images.ndim == 5 else images)
+        emb, frames = self.clip.frame_embeddings(images)
         return self.head(emb).reshape(len(prompts), frames).mean(1).cpu().numpy().astype(np.float32)
 
 

@@ -239,7 +239,8 @@ def _seed_env_runner(env_runner, *, seed: int, iteration: int) -> None:
     s = (seed + 7919 * int(getattr(env_runner, "worker_index", 0))) % (2**31 - 1)
     torch.manual_seed(s)
     np.random.seed(s)
-    if iteration > 0 and getattr(env_runner, "_needs_initial_reset", False):
+    # (the driver's local runner has no env when remote runners sample: it never draws)
+    if iteration > 0 and getattr(env_runner, "env", None) is not None and getattr(env_runner, "_needs_initial_reset", False):
         space = env_runner.env.single_action_space
         torch.normal(torch.zeros(env_runner.num_envs, *space.shape), torch.ones(env_runner.num_envs, *space.shape))
 
@@ -331,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_dir: Path) -> int:
     import ray
 
-    from find_rl.checkpoints import latest_checkpoint, save_checkpoint
     from find_rl.config import find_ppo_config
 
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -351,32 +351,48 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
             ray.init(address="local", num_cpus=cpus, include_dashboard=args.dashboard, dashboard_host="127.0.0.1",
                      dashboard_port=args.dashboard_port, log_to_driver=False)
     scorers = start_scorers(run)
-    config = find_ppo_config(run, find)
-    algo = config.build_algo()
+    algo = find_ppo_config(run, find).build_algo()
+    try:  # every way out stops what this run started: the algorithm, its reward workers, its own Ray
+        history = run_iterations(args, run, algo, run_dir)
+        if history is None:
+            return 2
+        mean, std = final_distributions(algo, run)
+    finally:
+        algo.stop()
+        if scorers is not None:
+            scorers.kill()
+        if started_ray:
+            ray.shutdown()
+    finish(args, run, find, run_dir, mean, std, history)
+    print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else "")
+    return 0
+
+
+def run_iterations(args: argparse.Namespace, run: RunSettings, algo, run_dir: Path) -> list[dict] | None:
+    """Restore (with ``--resume``) and train up to ``args.iterations``; the progress rows, or None after an error line."""
+    from find_rl.checkpoints import latest_checkpoint, save_checkpoint
+    from find_rl.metrics import RunMetrics
+
     history: list[dict] = []
     progress = run_dir / PROGRESS_FILE
+    done = 0
     if args.resume is not None:
         ckpt = latest_checkpoint(run_dir)
         try:
             algo.restore_from_path(str(ckpt.resolve()))
         except Exception as e:  # RLlib raises many types for unreadable or foreign state
-            algo.stop()
             print(f"error: checkpoint {ckpt} is corrupt or was written by another configuration "
                   f"({e.__class__.__name__}); delete it to resume from the one before, or start anew with --out", file=sys.stderr)
-            return 2
+            return None
         done = algo.iteration
         if progress.is_file():
             history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][:done]
         logger.info("resumed %s at iteration %d of %d", ckpt, done, args.iterations)
-    else:
-        done = 0
     progress.write_text("".join(json.dumps(h) + "\n" for h in history))
     prompts = run.prompts
     logger.info("prompts: %s", ", ".join(f"p{i}={p!r}" for i, p in enumerate(prompts)))
     logger.info("batch: %d prompts x %d samples x %d runner(s) per iteration; latent %s; clip_param %s",
                 len(prompts), run.samples_per_prompt, run.runners, run.latent_shape, run.clip_param)
-    from find_rl.metrics import RunMetrics
-
     live = RunMetrics(run_dir.resolve().name)  # Ray metrics: Prometheus endpoint and the dashboard
     for it in range(done, args.iterations):
         row = train_iteration(algo, run, it)
@@ -388,25 +404,12 @@ def train(args: argparse.Namespace, run: RunSettings, find: FindSettings, run_di
         invalid = row["samples_invalid"] / max(row["samples"] + row["samples_invalid"], 1)
         if invalid > args.max_invalid_fraction:  # invalid samples were skipped; this many means the reward is broken
             save_checkpoint(algo, run_dir, it + 1)
-            algo.stop()
-            if scorers is not None:
-                scorers.kill()
-            if started_ray:
-                ray.shutdown()
             print(f"error: {invalid:.0%} of iteration {it + 1}'s rewards were NaN/inf (limit {args.max_invalid_fraction:.0%}, "
                   f"--max-invalid-fraction); fix the reward, then --resume {run_dir}", file=sys.stderr)
-            return 2
+            return None
         if (it + 1) % args.checkpoint_every == 0 or it + 1 == args.iterations:
             save_checkpoint(algo, run_dir, it + 1)
-    mean, std = final_distributions(algo, run)
-    algo.stop()
-    if scorers is not None:
-        scorers.kill()
-    if started_ray:
-        ray.shutdown()
-    finish(args, run, find, run_dir, mean, std, history)
-    print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else "")
-    return 0
+    return history
 
 
 def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std, history: list[dict]) -> list[dict]:
