@@ -255,6 +255,18 @@ def train_iteration(algo, run: RunSettings, it: int) -> dict:
                      (it + 1) * run.samples_per_prompt_per_iteration)
 
 
+def restore_progress(path: Path, iterations: int) -> list[dict]:
+    """The progress rows of the first ``iterations`` iterations (those a checkpoint holds); the file is cut to them."""
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()][:iterations] if path.is_file() else []
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def append_progress(path: Path, row: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def start_scorers(run: RunSettings):
     """The reward-scorer actor pool the env runners will connect to (``None`` when scoring in-process)."""
     if run.num_reward_workers < 1:
@@ -373,7 +385,6 @@ def run_iterations(args: argparse.Namespace, run: RunSettings, algo, run_dir: Pa
     from find_rl.checkpoints import latest_checkpoint, save_checkpoint
     from find_rl.metrics import RunMetrics
 
-    history: list[dict] = []
     progress = run_dir / PROGRESS_FILE
     done = 0
     if args.resume is not None:
@@ -385,10 +396,8 @@ def run_iterations(args: argparse.Namespace, run: RunSettings, algo, run_dir: Pa
                   f"({e.__class__.__name__}); delete it to resume from the one before, or start anew with --out", file=sys.stderr)
             return None
         done = algo.iteration
-        if progress.is_file():
-            history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][:done]
         logger.info("resumed %s at iteration %d of %d", ckpt, done, args.iterations)
-    progress.write_text("".join(json.dumps(h) + "\n" for h in history))
+    history = restore_progress(progress, done)
     prompts = run.prompts
     logger.info("prompts: %s", ", ".join(f"p{i}={p!r}" for i, p in enumerate(prompts)))
     logger.info("batch: %d prompts x %d samples x %d runner(s) per iteration; latent %s; clip_param %s",
@@ -398,8 +407,7 @@ def run_iterations(args: argparse.Namespace, run: RunSettings, algo, run_dir: Pa
         row = train_iteration(algo, run, it)
         live.update(row)
         history.append(row)
-        with progress.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_progress(progress, row)
         print(format_row(row, args.iterations, prompts), flush=True)
         invalid = row["samples_invalid"] / max(row["samples"] + row["samples_invalid"], 1)
         if invalid > args.max_invalid_fraction:  # invalid samples were skipped; this many means the reward is broken

@@ -63,15 +63,12 @@ def run_trial(config: dict, *, base: dict) -> None:
     out = Path(base["trials_dir"]) / f"clip{args.clip_param:g}_seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
     algo = find_ppo_config(run, find).build_algo()
-    history: list[dict] = []
     progress = out / train.PROGRESS_FILE
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             algo.restore_from_path(d)
-        if progress.is_file():
-            history = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.strip()][: algo.iteration]
-    progress.write_text("".join(json.dumps(h) + "\n" for h in history))
+    history = train.restore_progress(progress, algo.iteration)
     from find_rl.metrics import RunMetrics
 
     live = RunMetrics(out.name)
@@ -81,8 +78,7 @@ def run_trial(config: dict, *, base: dict) -> None:
         it += 1
         live.update(row)
         history.append(row)
-        with progress.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        train.append_progress(progress, row)
         metrics = {k: row[k] for k in ("iteration", "alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
         if it % args.checkpoint_every == 0 or it == args.iterations or _converged(history, args.stop_alignment):
             with tempfile.TemporaryDirectory() as d:
