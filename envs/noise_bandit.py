@@ -4,7 +4,8 @@ Spaces (documented contract):
 
 - **observation**: ``Box(-inf, inf, (P + E,), float32)``: a one-hot of the prompt's index in the env's prompt
   list (first ``P`` entries) followed by the frozen text encoder's pooled embedding of the prompt (``E``
-  entries; zeros for pipelines that have no pooled embedding). Per-prompt policies read the one-hot;
+  entries: the shapes encoder's embedding, or a CLIP text encoder's ``pooler_output``; none for pipelines without
+  a text encoder). Per-prompt policies read the one-hot;
   prompt-conditioned policies read the embedding.
 - **action**: ``Box(-inf, inf, (D,), float32)``, the initial noise flattened (``D = prod(latent_shape)``, e.g.
   3x16x16 = 768 for the shapes model, 4x64x64 = 16384 for SD 1.5). It is unbounded on purpose: it is a sample
@@ -93,9 +94,15 @@ def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:
     """``(P, P + E)`` float32: one-hot prompt index, then the pooled text embedding (see the module docstring)."""
     onehot = np.eye(len(prompts), dtype=np.float32)
     enc = getattr(pipeline, "text_encoder", None)
-    if enc is not None and hasattr(enc, "encode"):
+    tokenizer = getattr(pipeline, "tokenizer", None)
+    if enc is not None and hasattr(enc, "encode"):  # the shapes world's encoder
         with torch.no_grad():
             emb = enc.encode(prompts).float().cpu().numpy()
+    elif enc is not None and tokenizer is not None:  # transformers CLIP text encoders (SD, SDXL, ModelScope): pooled output
+        tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt")
+        with torch.no_grad():
+            emb = enc(tok.input_ids.to(enc.device)).pooler_output.float().cpu().numpy()
     else:
         emb = np.zeros((len(prompts), 0), np.float32)
     return np.concatenate([onehot, emb], axis=1)

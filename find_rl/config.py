@@ -8,7 +8,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from find_rl import ENV_ID
 from find_rl.learner import FindPPOTorchLearner
-from find_rl.noise_module import NoisePolicyModule
+from find_rl.noise_module import AmortizedNoisePolicyModule, NoisePolicyModule
 from find_rl.settings import FindSettings, RunSettings  # noqa: F401  (RunSettings re-exported)
 
 #: "module:id" makes every process (env-runner actors included) import find_rl, which registers the env.
@@ -51,10 +51,11 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
         )
         .rl_module(
             rl_module_spec=RLModuleSpec(
-                module_class=NoisePolicyModule,
+                module_class=AmortizedNoisePolicyModule if run.policy_type == "amortized" else NoisePolicyModule,
                 model_config=dict(num_prompts=len(run.prompts), latent_shape=list(run.latent_shape),
                                   mean_resolution=run.mean_resolution, std_mode=run.std_mode,
-                                  learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass),
+                                  learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass,
+                                  hidden=run.amortized_hidden),
             )
         )
         # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile

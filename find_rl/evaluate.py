@@ -4,6 +4,7 @@ How to run::
 
     python -m find_rl.evaluate --policy base --samples 256 --json base.json
     python -m find_rl.evaluate --policy runs/find --samples 256
+    python -m find_rl.evaluate --methods base,best-of-16,cem,ddpo,find --out runs/compare   # FIND vs baselines (find_rl.compare)
 
 Per prompt: alignment (the detector's ``aligned`` rate) with a 95% Wilson interval, strict alignment (detector
 IoU >= 0.8), diversity (mean pairwise L2 distance between that prompt's images, in [-1, 1] pixel units) and the
@@ -85,18 +86,29 @@ def evaluate_distributions(
     flat_noise = noise.reshape(-1, *shape)
     images = np.concatenate([sampler.sample(flat_noise[i : i + chunk], flat_prompts[i : i + chunk]).images
                              for i in range(0, len(flat_prompts), chunk)])
-    scored = ShapesReward(min_iou=DEFAULT_IOU).score(images, flat_prompts)  # one detection pass serves both settings
-    lenient = scored["aligned"]
+    return score_image_sets({p: images[i * samples : (i + 1) * samples] for i, p in enumerate(prompts)},
+                            return_images=return_images)
+
+
+def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -> dict[str, dict]:
+    """Score ``{prompt: (N, 3, H, W) images}`` with the detector: the per-prompt entries of
+    :func:`evaluate_distributions` (shared by every method of :mod:`find_rl.compare`)."""
+    prompts = list(images)
+    flat_prompts = [p for p in prompts for _ in range(len(images[p]))]
+    scored = ShapesReward(min_iou=DEFAULT_IOU).score(np.concatenate([images[p] for p in prompts]), flat_prompts)
+    lenient = scored["aligned"]  # one detection pass serves both settings
     strict = lenient & (scored["shape_iou"] >= STRICT_IOU)
-    out = {}
-    for i, p in enumerate(prompts):
-        sl = slice(i * samples, (i + 1) * samples)
+    out, start = {}, 0
+    for p in prompts:
+        n = len(images[p])
+        sl = slice(start, start + n)
+        start += n
         k = int(lenient[sl].sum())
-        lo, hi = wilson_interval(k, samples)
-        out[p] = {"alignment": k / samples, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
-                  "diversity": diversity(images[sl]), "samples": samples, "rare": _rare(p)}
+        lo, hi = wilson_interval(k, n)
+        out[p] = {"alignment": k / n, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
+                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p)}
         if return_images:
-            out[p]["images"] = images[sl][:return_images]
+            out[p]["images"] = images[p][:return_images]
     return out
 
 
@@ -139,6 +151,16 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m find_rl.evaluate", description="Score the frozen model or a learned noise policy.")
     p.add_argument("--policy", default="base", help="'base' (N(0, I) noise) or a folder written by find_rl.train")
+    p.add_argument("--methods", default=None,
+                   help="compare methods instead (find_rl.compare): e.g. base,best-of-16,cem,ddpo,find,find-nocal,find-noclip,"
+                        "find-clamp,find-paper,amortized,amortized-all; needs --out")
+    p.add_argument("--out", type=Path, default=None, help="with --methods: the report folder (results.json, report.md, plots)")
+    p.add_argument("--seeds", default="0,1,2", help="with --methods: comma-separated seeds")
+    p.add_argument("--iterations", type=int, default=80, help="with --methods: training iterations of every trained method")
+    p.add_argument("--samples-per-prompt", type=int, default=32, help="with --methods: reward evaluations per prompt per iteration")
+    p.add_argument("--held-out", nargs="+", default=None, help="with --methods amortized: prompts never trained on")
+    p.add_argument("--ddpo-workers", type=int, default=2, help="with --methods ddpo: Ray Train data-parallel workers")
+    p.add_argument("--ddpo-lr", type=float, default=1e-3, help="with --methods ddpo: learning rate of the fine-tuned denoiser")
     p.add_argument("--model", default=None, help="model: 'shapes' (default for base), a pipeline folder or a hub id; overrides a policy's")
     p.add_argument("--device", default=None, help="device to render on (default: cpu for base, the policy's otherwise)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to score (default: all shapes prompts / the policy's)")
@@ -148,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.methods is not None:
+        return compare_main(args)
     try:
         if args.json is not None and args.json.parent and not args.json.parent.exists():
             raise ValueError(f"--json folder {args.json.parent} does not exist; create it first")
@@ -163,6 +187,39 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    from find_rl.compare import DEFAULT_HELD_OUT, CompareSettings, parse_methods, run_comparison
+    from find_rl.shapes.world import parse_prompt, rare_prompts
+
+    try:
+        methods = parse_methods(args.methods)
+        if args.out is None:
+            raise ValueError("--methods needs --out DIR (the report folder)")
+        try:
+            seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        if not seeds or args.samples < 2 or args.iterations < 1 or args.samples_per_prompt < 2 or args.ddpo_workers < 1:
+            raise ValueError("need at least one seed, --samples >= 2, --iterations >= 1, --samples-per-prompt >= 2, --ddpo-workers >= 1")
+        prompts = args.prompts or rare_prompts()
+        held_out = args.held_out or list(DEFAULT_HELD_OUT)
+        for p in prompts + held_out:
+            parse_prompt(p)
+        if args.samples_per_prompt % args.ddpo_workers and "ddpo" in methods:
+            raise ValueError(f"--samples-per-prompt {args.samples_per_prompt} must divide evenly over --ddpo-workers {args.ddpo_workers}")
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; choose a folder")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cs = CompareSettings(methods=methods, out=args.out, prompts=prompts, seeds=seeds, samples=args.samples, iterations=args.iterations,
+                         samples_per_prompt=args.samples_per_prompt, held_out=held_out, ddpo_workers=args.ddpo_workers,
+                         ddpo_lr=args.ddpo_lr, threads=args.threads)
+    run_comparison(cs)
+    print((args.out / "report.md").read_text())
     return 0
 
 

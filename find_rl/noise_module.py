@@ -1,4 +1,6 @@
-"""``NoisePolicyModule``: FIND's per-prompt Gaussian over the initial noise, as an RLlib ``TorchRLModule``.
+"""FIND's noise policies as RLlib ``TorchRLModule``s: ``NoisePolicyModule`` (one Gaussian per prompt, below) and
+``AmortizedNoisePolicyModule`` (one prompt-conditioned Gaussian, mu, sigma = f(text embedding); see
+:mod:`find_rl.amortized`). Both train under the same learner; ``--policy-type`` picks one.
 
 For each prompt c (the observation's one-hot), the policy is N(mu_c, sigma_c^2) over the flattened latent:
 
@@ -27,17 +29,47 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 
-class NoisePolicyModule(TorchRLModule):
-    """model_config keys: ``num_prompts``, ``latent_shape``, ``mean_resolution`` (int or None),
-    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float)."""
+class _GaussianNoiseModule(TorchRLModule):
+    """What both noise policies share: the config checks, the forward pass (RLlib's DiagGaussian inputs
+    ``cat([mu, log_sigma])`` from :meth:`distribution_from_obs`) and the distribution classes."""
 
-    @override(TorchRLModule)
-    def setup(self):
+    def _read_shapes(self) -> None:
         cfg = self.model_config
         self.num_prompts = int(cfg["num_prompts"])
         self.latent_shape = tuple(int(v) for v in cfg["latent_shape"])
         if math.prod(self.latent_shape) != self.action_space.shape[0]:
             raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
+
+    def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_sigma)``, each ``(N, D)``, for observation rows."""
+        raise NotImplementedError
+
+    @override(TorchRLModule)
+    def _forward(self, batch, **kwargs):
+        mu, log_std = self.distribution_from_obs(batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([mu, log_std], dim=-1)}
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self):
+        return TorchDiagGaussian
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self):
+        return TorchDiagGaussian
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self):
+        return TorchDiagGaussian
+
+
+class NoisePolicyModule(_GaussianNoiseModule):
+    """model_config keys: ``num_prompts``, ``latent_shape``, ``mean_resolution`` (int or None),
+    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float)."""
+
+    @override(TorchRLModule)
+    def setup(self):
+        self._read_shapes()
+        cfg = self.model_config
         res = cfg.get("mean_resolution")
         c, spatial = self.latent_shape[0], self.latent_shape[1:]
         self.mean_shape = (c, *([int(res)] * len(spatial))) if res else self.latent_shape
@@ -72,19 +104,29 @@ class NoisePolicyModule(TorchRLModule):
     def prompt_index(self, obs: torch.Tensor) -> torch.Tensor:
         return obs[:, : self.num_prompts].argmax(-1)
 
-    @override(TorchRLModule)
-    def _forward(self, batch, **kwargs):
-        mu, log_std = self.distribution(self.prompt_index(batch[Columns.OBS]))
-        return {Columns.ACTION_DIST_INPUTS: torch.cat([mu, log_std], dim=-1)}
+    @override(_GaussianNoiseModule)
+    def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.distribution(self.prompt_index(obs))
+
+
+class AmortizedNoisePolicyModule(_GaussianNoiseModule):
+    """The prompt-conditioned policy: mu, sigma = f(text embedding) (:class:`~find_rl.amortized.AmortizedNoiseNet`).
+
+    It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
+    prompts that were never in the training list. model_config keys: ``num_prompts``, ``latent_shape``,
+    ``mean_resolution``, ``learn_std``, ``min_std``, ``hidden`` (optional, default 0: mu linear in the embedding).
+    """
 
     @override(TorchRLModule)
-    def get_inference_action_dist_cls(self):
-        return TorchDiagGaussian
+    def setup(self):
+        from find_rl.amortized import AmortizedNoiseNet
 
-    @override(TorchRLModule)
-    def get_exploration_action_dist_cls(self):
-        return TorchDiagGaussian
+        self._read_shapes()
+        cfg = self.model_config
+        self.net = AmortizedNoiseNet(embed_dim=self.observation_space.shape[0] - self.num_prompts, latent_shape=self.latent_shape,
+                                     mean_resolution=cfg.get("mean_resolution"), hidden=int(cfg.get("hidden", 0)),
+                                     learn_std=bool(cfg.get("learn_std", False)), min_std=float(cfg.get("min_std", 0.5)))
 
-    @override(TorchRLModule)
-    def get_train_action_dist_cls(self):
-        return TorchDiagGaussian
+    @override(_GaussianNoiseModule)
+    def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(obs[:, self.num_prompts :])

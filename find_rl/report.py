@@ -11,12 +11,12 @@ from PIL import Image, ImageDraw
 from find_rl.shapes.pipeline import to_pil
 
 
-def image_grid(rows: dict[str, np.ndarray], path: Path, *, scale: int = 4, pad: int = 2) -> Path:
+def image_grid(rows: dict[str, np.ndarray], path: Path, *, scale: int = 4, pad: int = 2, label_width: int = 60) -> Path:
     """Save one row of images per label (``{label: (N, 3, H, W) in [-1, 1]}``) as a PNG with the labels on the left."""
     tiles = {label: to_pil(imgs, scale=scale) for label, imgs in rows.items()}
     w, h = next(iter(tiles.values()))[0].size
     n = max(len(t) for t in tiles.values())
-    label_w = 60
+    label_w = label_width
     canvas = Image.new("RGB", (label_w + n * (w + pad), len(tiles) * (h + pad)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for r, (label, ims) in enumerate(tiles.items()):
@@ -54,18 +54,56 @@ def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
     return path
 
 
+def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path) -> tuple[Path, Path]:
+    """Training-batch alignment vs reward evaluations per prompt and vs wall-clock, one line per method (mean over
+    seeds); methods without a training curve appear as points at their scored alignment (x = their evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", "alignment_vs_evals.png"),
+                               ("wall_s", "wall-clock seconds (training)", "alignment_vs_wall.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method, seeds in histories.items():
+            seeds = [h for h in seeds if h]
+            if seeds:
+                n = min(len(h) for h in seeds)
+                x = np.mean([[r[x_key] for r in h[:n]] for h in seeds], 0)
+                y = np.mean([[r["alignment"] for r in h[:n]] for h in seeds], 0)
+                ax.plot(x, y, label=method)
+            elif method in summary:
+                s = summary[method]
+                xv = s["reward_evals"] if x_key == "reward_evals_per_prompt" else s["wall_s"]["mean"]
+                ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, label=f"{method} (scored)", zorder=3)
+        ax.set_xlabel(label)
+        ax.set_ylabel("alignment (training batches)")
+        ax.set_ylim(0, 1.02)
+        if x_key == "wall_s":
+            ax.set_xscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths[0], paths[1]
+
+
 COLUMNS = ("prompt", "base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity",
-           "diversity_kept", "samples")
+           "diversity_kept", "samples", "held_out")
+_MEANS = COLUMNS[1:-2]
 
 
-def results_rows(base: dict, find: dict) -> list[dict]:
+def results_rows(base: dict, find: dict, *, held_out=()) -> list[dict]:
     rows = []
     for p, f in find.items():
         b = base[p]
         rows.append({"prompt": p, "base_alignment": b["alignment"], "find_alignment": f["alignment"],
                      "base_strict": b["strict_alignment"], "find_strict": f["strict_alignment"],
                      "base_diversity": b["diversity"], "find_diversity": f["diversity"],
-                     "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "samples": f["samples"]})
+                     "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "samples": f["samples"],
+                     "held_out": p in held_out})
     return rows
 
 
@@ -77,10 +115,14 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
         w.writerows(rows)
     lines = [header, "", "| prompt | alignment base → FIND | strict base → FIND | diversity base → FIND (kept) |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['prompt']} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
+        name = r["prompt"] + (" *(held out)*" if r.get("held_out") else "")
+        lines.append(f"| {name} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
                      f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) |")
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in COLUMNS[1:-1]}
-    lines.append(f"| **mean** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
-                 f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) |")
+    for label, group in (("mean", [r for r in rows if not r.get("held_out")]), ("mean, held out", [r for r in rows if r.get("held_out")])):
+        if not group:
+            continue
+        mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
+        lines.append(f"| **{label}** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
+                     f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path

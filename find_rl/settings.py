@@ -79,6 +79,9 @@ class RunSettings:
     mean_resolution: int | None = 4
     mean_highpass: int | None = None  # remove the mean's k x k block averages (steer without moving the layout)
     std_mode: str = "scalar"
+    policy_type: str = "per-prompt"  # "per-prompt": one Gaussian per prompt; "amortized": mu, sigma = f(text embedding)
+    amortized_hidden: int = 0  # amortized only: hidden units of an extra MLP path (0: linear in the embedding)
+    eval_prompts: list[str] = field(default_factory=list)  # amortized only: held-out prompts exported and scored too
     learn_std: bool = False  # sigma = 1: the learned mean alone steers (a learned sigma shrinks and costs diversity)
     min_std: float = 0.5
     seed: int = 0
@@ -100,6 +103,18 @@ class RunSettings:
             )
         if self.mean_highpass is not None and len(self.latent_shape) != 3:
             raise ValueError(f"mean_highpass works on image latents (C, H, W), not {tuple(self.latent_shape)}; drop --mean-highpass")
+        if self.policy_type not in ("per-prompt", "amortized"):
+            raise ValueError(f"policy_type must be 'per-prompt' or 'amortized', got {self.policy_type!r}")
+        if self.policy_type == "amortized" and (self.std_mode != "scalar" or self.mean_highpass is not None):
+            raise ValueError("the amortized policy has a scalar std and no high-pass mean; drop --std-mode element / --mean-highpass")
+        if self.amortized_hidden < 0:
+            raise ValueError(f"amortized_hidden must be >= 0, got {self.amortized_hidden}")
+        if self.eval_prompts and self.policy_type != "amortized":
+            raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized: a per-prompt policy has nothing for them")
+        if any(not isinstance(p, str) or not p.strip() for p in self.eval_prompts):
+            raise ValueError("--eval-prompts got an empty prompt; pass held-out prompts like 'a green circle'")
+        if set(self.eval_prompts) & set(self.prompts):
+            raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
         if self.mean_resolution is not None and not 1 <= self.mean_resolution <= min(self.latent_shape[1:]):
             raise ValueError(f"mean_resolution must be in [1, {min(self.latent_shape[1:])}] or None, got {self.mean_resolution}")
 

@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--std-mode", choices=("scalar", "element"), default="scalar")
     o.add_argument("--learn-std", action=argparse.BooleanOptionalAction, default=False, help="learn sigma (default: sigma = 1)")
     o.add_argument("--min-std", type=float, default=0.5)
+    o.add_argument("--policy-type", choices=("per-prompt", "amortized"), default="per-prompt",
+                   help="'amortized': one prompt-conditioned policy mu, sigma = f(text embedding) for all prompts")
+    o.add_argument("--amortized-hidden", type=int, default=0, help="amortized only: hidden units of an extra MLP path (0: mu linear in the embedding)")
+    o.add_argument("--eval-prompts", nargs="+", default=[],
+                   help="amortized only: held-out prompts (never trained on) to export and score next to the trained ones")
     return p
 
 
@@ -135,7 +140,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.model == "shapes":
         from find_rl.shapes.world import parse_prompt
 
-        for p in prompts:
+        for p in prompts + list(args.eval_prompts):
             parse_prompt(p)
     return prompts
 
@@ -161,6 +166,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
                       std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
+                      policy_type=args.policy_type, amortized_hidden=args.amortized_hidden, eval_prompts=[p.strip() for p in args.eval_prompts],
                       torch_threads=args.threads if args.num_env_runners == 0 else 1)
     from find_rl.rewards import RewardSpec
 
@@ -279,12 +285,23 @@ def start_scorers(run: RunSettings):
 
 
 def final_distributions(algo, run: RunSettings):
-    """The learned ``(mean, std)``, each ``(prompts, *latent_shape)``."""
+    """The learned ``(mean, std)``, each ``(prompts, *latent_shape)``: the trained prompts, then ``run.eval_prompts``
+    (held-out prompts, which only the amortised policy answers, from their text embeddings)."""
     import torch
 
+    module = algo.get_module()
+    prompts = list(run.prompts) + list(run.eval_prompts)
     with torch.no_grad():
-        mu, log_std = algo.get_module().distribution(torch.arange(len(run.prompts)))
-    shape = (len(run.prompts), *run.latent_shape)
+        if run.policy_type == "amortized":
+            from find_rl.envs.noise_bandit import prompt_features
+            from find_rl.models import load_pipeline
+
+            emb = prompt_features(load_pipeline(run.model), prompts)[:, len(prompts):]
+            obs = torch.cat([torch.zeros(len(prompts), len(run.prompts)), torch.as_tensor(emb)], dim=1)
+            mu, log_std = module.distribution_from_obs(obs)
+        else:
+            mu, log_std = module.distribution(torch.arange(len(run.prompts)))
+    shape = (len(prompts), *run.latent_shape)
     return mu.reshape(shape), log_std.exp().reshape(shape)
 
 
@@ -434,7 +451,8 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
     training = {"iterations": args.iterations, "seed": run.seed, "reward": run.reward, "clip_param": run.clip_param,
                 "reward_evals_per_prompt": args.iterations * run.samples_per_prompt_per_iteration,
                 "run": {k: v for k, v in asdict(run).items() if k != "prompts"}, "find": find.to_dict()}
-    save_policy(run_dir, NoisePolicy(prompts=run.prompts, mean=mean, std=std, model=run.model, sampler=settings.to_dict(),
+    prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
+    save_policy(run_dir, NoisePolicy(prompts=prompts, mean=mean, std=std, model=run.model, sampler=settings.to_dict(),
                                      training=training))
     logger.info("exported %s/noise_policy.safetensors", run_dir)
     if history:
@@ -443,14 +461,15 @@ def finish(args, run: RunSettings, find: FindSettings, run_dir: Path, mean, std,
         return []
     sampler = DiffusionSampler.from_pretrained(run.model, settings)
     seed = 10_000 + run.seed  # fresh noise, never the training stream
-    base = evaluate_distributions(prompts=run.prompts, samples=args.eval_samples, seed=seed, sampler=sampler, return_images=16)
-    after = evaluate_distributions(prompts=run.prompts, mean=mean, std=std, samples=args.eval_samples, seed=seed,
+    base = evaluate_distributions(prompts=prompts, samples=args.eval_samples, seed=seed, sampler=sampler, return_images=16)
+    after = evaluate_distributions(prompts=prompts, mean=mean, std=std, samples=args.eval_samples, seed=seed,
                                    sampler=sampler, return_images=16)
-    for p in run.prompts:
+    for p in prompts:
         image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
-    rows = results_rows(base, after)
-    header = (f"FIND on {run.model}: {args.iterations} iterations, {training['reward_evals_per_prompt']} reward evaluations per "
-              f"prompt, seed {run.seed}; scored on {args.eval_samples} fresh samples per prompt (detector IoU >= 0.7; strict 0.8)")
+    rows = results_rows(base, after, held_out=run.eval_prompts)
+    header = (f"FIND ({run.policy_type} policy) on {run.model}: {args.iterations} iterations, {training['reward_evals_per_prompt']} "
+              f"reward evaluations per trained prompt, seed {run.seed}; scored on {args.eval_samples} fresh samples per prompt "
+              "(detector IoU >= 0.7; strict 0.8)")
     write_results(rows, run_dir, header=header)
     return rows
 

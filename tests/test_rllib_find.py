@@ -175,6 +175,8 @@ def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
         (["--env-runner-resources", "sampler"], "NAME=AMOUNT"),
         (["--num-reward-workers", "-1"], "num_reward_workers"),
         (["--num-frames", "0"], "num_frames must be >= 1"),
+        (["--eval-prompts", "a green circle"], "needs --policy-type amortized"),
+        (["--policy-type", "amortized", "--std-mode", "element"], "scalar std"),
     ],
 )
 def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
@@ -340,3 +342,36 @@ def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(ray_local, tmp_pat
             for name in ("whole", "split")}
     for key in ("reward_mean", "alignment", "approx_kl", "calibration_pred_mean"):
         assert [r[key] for r in rows["whole"]] == [r[key] for r in rows["split"]], key
+
+
+def test_amortized_policy_trains_and_answers_held_out_prompts(ray_local, tmp_path):
+    """The prompt-conditioned RLModule through the CLI: trained on two prompts, exported (and scored) for a third it
+    never saw, from that prompt's text embedding."""
+    from find_rl import train
+    from find_rl.export import load_policy
+
+    out = tmp_path / "amortized"
+    assert train.main(["--out", str(out), "--policy-type", "amortized", "--prompts", *PROMPTS, "--eval-prompts", "a blue square",
+                       "--iterations", "2", "--samples-per-prompt", "4", "--eval-samples", "8"]) == 0
+    pol = load_policy(out)
+    assert pol.prompts == [*PROMPTS, "a blue square"] and tuple(pol.mean.shape) == (3, 3, 16, 16)
+    assert all(pol.mean[i].abs().sum() > 0 for i in range(3))  # the held-out prompt gets its own mean, not zeros
+    assert not torch.allclose(pol.mean[0], pol.mean[2])
+    assert "a blue square *(held out)*" in (out / "results.md").read_text()
+
+
+def test_amortized_policy_on_a_clip_text_encoder(tiny_sd, tiny_clip, ray_local, tmp_path):
+    """SD-style pipelines give the amortised policy CLIP's pooled text embedding (a 4 x 8 x 8 latent, 2 x 2 mean)."""
+    from find_rl import train
+    from find_rl.envs.noise_bandit import prompt_features
+    from find_rl.export import load_policy
+    from find_rl.models import load_pipeline
+
+    feats = prompt_features(load_pipeline(tiny_sd), ["a dog", "a cat"])
+    assert feats.shape[1] > 2 and not np.allclose(feats[0, 2:], feats[1, 2:])  # one-hot + pooled embedding
+    out = tmp_path / "sd"
+    assert train.main(["--out", str(out), "--model", tiny_sd, "--reward", f"clip={tiny_clip}", "--policy-type", "amortized",
+                       "--prompts", "a dog", "a cat", "--eval-prompts", "a bird", "--iterations", "2", "--samples-per-prompt", "4",
+                       "--num-inference-steps", "2", "--mean-resolution", "2"]) == 0
+    pol = load_policy(out)
+    assert pol.prompts == ["a dog", "a cat", "a bird"] and tuple(pol.mean.shape) == (3, 4, 8, 8)

@@ -1,0 +1,104 @@
+"""`python -m find_rl.evaluate --methods ... --out DIR`: the comparison's arithmetic (fast) and one tiny end-to-end run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from find_rl.compare import aggregate, criteria, mean_ci, parse_methods, time_to_reach
+
+
+def test_parse_methods_accepts_the_documented_names_and_refuses_others():
+    assert parse_methods("base,best-of-16,cem,ddpo,find") == ["base", "best-of-16", "cem", "ddpo", "find"]
+    assert parse_methods("find-nocal, find-noclip,find-clamp,find-paper,amortized,amortized-all")[-1] == "amortized-all"
+    for bad, msg in (("", "empty"), ("best-of-0", "unknown method"), ("dpok", "unknown method"), ("find,find", "twice")):
+        with pytest.raises(ValueError, match=msg):
+            parse_methods(bad)
+
+
+def test_mean_ci_is_the_t_interval():
+    m, h = mean_ci([0.8, 0.9, 1.0])
+    assert m == pytest.approx(0.9) and h == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-4)
+    assert mean_ci([0.5]) == (0.5, 0.0)
+
+
+def test_time_to_reach_uses_the_smoothed_training_curve():
+    hist = [{"alignment": a, "wall_s": float(i + 1)} for i, a in enumerate([0.1, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.9])]
+    assert time_to_reach(hist, 0.9, window=1) == 2.0
+    assert time_to_reach(hist, 0.9, window=5) == 8.0  # the first 5-iteration window averaging >= 0.9 ends at iteration 8
+    assert time_to_reach(hist, 0.95, window=5) is None
+
+
+def _run(align: dict, wall: float, evals: int, history=None, held=()):
+    return {"per_prompt": {p: {"alignment": a, "strict_alignment": a / 2, "diversity": 10.0 * a + 1, "reward_evals": 0 if p in held else evals,
+                               "held_out": p in held} for p, a in align.items()},
+            "reward_evals": evals, "evals_per_image": 1, "wall_s": wall, "cpu_s": wall, "history": history or []}
+
+
+def test_aggregate_and_criteria_from_hand_built_runs():
+    prompts = ["a green circle", "a red square"]
+    fast = [{"alignment": 0.95, "wall_s": 5.0}] * 5
+    runs = {
+        "base": [_run({"a green circle": 0.1, "a red square": 0.0}, 0, 0)] * 2,
+        "cem": [_run({"a green circle": 0.4, "a red square": 0.2}, 50, 2560)] * 2,
+        "find": [_run({"a green circle": 1.0, "a red square": 0.9}, 100, 2560, fast), _run({"a green circle": 0.9, "a red square": 0.8}, 100, 2560, fast)],
+        "ddpo": [_run({"a green circle": 0.5, "a red square": 0.5}, 300, 2560)] * 2,
+        "amortized": [_run({"a green circle": 0.3, "a red square": 0.8}, 120, 2560, held=("a green circle",))] * 2,
+    }
+    results, summary = aggregate(runs, prompts)
+    assert set(results["find"]["a red square"]) >= {"alignment", "strict_alignment", "diversity", "reward_evals", "wall_s"}
+    assert results["find"]["a green circle"]["alignment"] == pytest.approx(0.95)
+    assert results["amortized"]["a green circle"]["reward_evals"] == 0 and results["amortized"]["a green circle"]["held_out"]
+    assert summary["find"]["alignment"]["mean"] == pytest.approx(0.9)
+    assert summary["base"]["diversity_kept"]["mean"] == pytest.approx(1.0)
+    checks = criteria(runs, results, summary, prompts)
+    assert checks["find_beats_cem"]["met"]
+    assert checks["find_10x_faster_than_ddpo"]["speedup"] == pytest.approx(300 / 5.0) and checks["find_10x_faster_than_ddpo"]["met"]
+    assert checks["amortized_beats_base_held_out"]["met"]  # 0.3 vs 0.1 on the held-out prompt
+    within = checks["amortized_within_0.1_of_find_trained"]  # trained prompt: amortised 0.8 vs FIND 0.85
+    assert within["amortized"] == pytest.approx(0.8) and within["find"] == pytest.approx(0.85) and within["met"]
+    json.dumps(checks)  # plain JSON types only
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--methods", "nope", "--out", "X"], "unknown method"),
+    (["--methods", "find"], "needs --out"),
+    (["--methods", "find", "--out", "X", "--seeds", "a,b"], "comma-separated integers"),
+    (["--methods", "find", "--out", "X", "--prompts", "a purple circle"], "purple"),
+    (["--methods", "ddpo", "--out", "X", "--samples-per-prompt", "5", "--ddpo-workers", "2"], "divide evenly"),
+])
+def test_compare_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
+    from find_rl import evaluate
+
+    argv = [str(tmp_path / a) if a == "X" else a for a in argv]
+    assert evaluate.main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and msg in err[0]
+
+
+@pytest.mark.slow
+def test_compare_cli_end_to_end(tmp_path, capsys):
+    """Every kind of method through the one command, tiny budgets: DDPO on two Ray Train workers, FIND and the
+    amortised policy on RLlib, CEM, best-of-N and the paper loop in-process; then a rerun reuses the finished runs."""
+    from find_rl import evaluate
+
+    out = tmp_path / "cmp"
+    argv = ["--methods", "base,best-of-2,cem,ddpo,find,find-paper,amortized", "--out", str(out), "--seeds", "0",
+            "--iterations", "2", "--samples", "8", "--samples-per-prompt", "4", "--prompts", "a green circle", "a red square"]
+    assert evaluate.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["base", "best-of-2", "cem", "ddpo", "find", "find-paper", "amortized"]
+    for method, per in results.items():
+        assert list(per) == ["a green circle", "a red square"]
+        for r in per.values():
+            assert {"alignment", "strict_alignment", "diversity", "reward_evals", "wall_s"} <= set(r)
+            assert 0 <= r["alignment"] <= 1 and np.isfinite(r["diversity"]), method
+    assert results["find"]["a red square"]["reward_evals"] == 2 * 4 and results["best-of-2"]["a red square"]["reward_evals"] == 2 * 8
+    assert results["amortized"]["a green circle"]["held_out"] and not results["amortized"]["a red square"]["held_out"]
+    report = (out / "report.md").read_text()
+    assert "| ddpo |" in report and "Criteria" in report and "held-out" in report
+    for name in ("alignment_vs_evals.png", "alignment_vs_wall.png", "grids/a_green_circle.png", "summary.json"):
+        assert (out / name).is_file(), name
+    capsys.readouterr()
+    assert evaluate.main(argv) == 0  # everything finished is reused, not retrained
+    assert capsys.readouterr().out.count("reusing") == 7
