@@ -288,12 +288,13 @@ def criteria(runs: dict[str, list[dict]], results: dict, summary: dict, prompts:
     if "find" in a and "best-of-16" in a:
         out["find_matches_best_of_16"] = {"find": a["find"], "best-of-16": a["best-of-16"], "met": bool(a["find"] >= a["best-of-16"])}
     if "find" in a and "ddpo" in a:
+        # both on their training-loop clocks (start-up of Ray, RLlib and Ray Train excluded on both sides)
         target = a["ddpo"]
-        ddpo_wall = summary["ddpo"]["wall_s"]["mean"]
+        ddpo_wall = float(np.mean([r["history"][-1]["wall_s"] for r in runs["ddpo"]]))
         reach = [time_to_reach(r["history"], target) for r in runs["find"]]
         ok = [t for t in reach if t is not None]
         speedup = float(ddpo_wall / max(np.mean(ok), 1e-9)) if len(ok) == len(reach) and ok else None
-        out["find_10x_faster_than_ddpo"] = {"ddpo_final_alignment": target, "ddpo_wall_s": ddpo_wall,
+        out["find_10x_faster_than_ddpo"] = {"ddpo_final_alignment": target, "ddpo_training_loop_s": ddpo_wall,
                                              "find_seconds_to_reach": reach, "speedup": speedup,
                                              "met": bool(speedup is not None and speedup >= 10)}
     if "amortized" in summary and "base" in results:

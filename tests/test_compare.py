@@ -42,7 +42,7 @@ def test_aggregate_and_criteria_from_hand_built_runs():
         "base": [_run({"a green circle": 0.1, "a red square": 0.0}, 0, 0)] * 2,
         "cem": [_run({"a green circle": 0.4, "a red square": 0.2}, 50, 2560)] * 2,
         "find": [_run({"a green circle": 1.0, "a red square": 0.9}, 100, 2560, fast), _run({"a green circle": 0.9, "a red square": 0.8}, 100, 2560, fast)],
-        "ddpo": [_run({"a green circle": 0.5, "a red square": 0.5}, 300, 2560)] * 2,
+        "ddpo": [_run({"a green circle": 0.5, "a red square": 0.5}, 320, 2560, [{"alignment": 0.5, "wall_s": 300.0}])] * 2,
         "amortized": [_run({"a green circle": 0.3, "a red square": 0.8}, 120, 2560, held=("a green circle",))] * 2,
     }
     results, summary = aggregate(runs, prompts)
