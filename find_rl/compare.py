@@ -145,7 +145,6 @@ def run_one(method: str, seed: int, cs: CompareSettings, sampler, reward) -> dic
                    reward_evals=cs.iterations * cs.samples_per_prompt, evals_per_image=1, wall_s=wall, cpu_s=cpu, history=out["history"])
     elif method == "ddpo":
         from find_rl.baselines.ddpo import DDPOSettings, run_ddpo
-        from find_rl.evaluate import evaluate_distributions as ev
         from find_rl.sampler import DiffusionSampler, SamplerSettings
         from find_rl.models import load_pipeline
         from diffusers import UNet2DModel
@@ -155,7 +154,7 @@ def run_one(method: str, seed: int, cs: CompareSettings, sampler, reward) -> dic
         pipe = load_pipeline("shapes")
         pipe.unet = UNet2DModel.from_pretrained(out["unet"])
         tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta), seed=eval_seed)  # DDPO's own (stochastic) sampler
-        res = dict(per_prompt=ev(**(evaluate | {"sampler": tuned})), reward_evals=cs.iterations * cs.samples_per_prompt,
+        res = dict(per_prompt=evaluate_distributions(**(evaluate | {"sampler": tuned})), reward_evals=cs.iterations * cs.samples_per_prompt,
                    evals_per_image=1, wall_s=out["wall_s"], cpu_s=out["history"][-1]["cpu_s"], history=out["history"])
     elif method in FIND_FLAGS or method.startswith("amortized"):
         from find_rl.shapes.world import all_prompts
