@@ -60,6 +60,12 @@ class DDPOSettings:
             raise ValueError("DDPO needs lr > 0, clip_range > 0, minibatches >= 1, num_inner_epochs >= 1")
 
 
+def step_std(scheduler, t, eta: float) -> float:
+    """The noise std of the DDIM step from ``t`` (after ``set_timesteps``): ``eta * sqrt(variance(t, t_prev))``."""
+    prev_t = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return eta * float(scheduler._get_variance(int(t), prev_t)) ** 0.5
+
+
 def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, *, eta: float,
                            prev_sample: torch.Tensor | None = None, generator: torch.Generator | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,9 +76,7 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, t, x: torch.Te
     that sample is returned instead of drawing a new one (the training pass re-scores recorded trajectories)."""
     zero = torch.zeros_like(x)
     mean = scheduler.step(model_output, t, x, eta=eta, variance_noise=zero).prev_sample
-    t_int = int(t)
-    prev_t = t_int - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    std = eta * scheduler._get_variance(t_int, prev_t).to(x.device, x.dtype).sqrt()
+    std = torch.as_tensor(step_std(scheduler, t, eta), device=x.device, dtype=x.dtype)
     if float(std) == 0.0:  # the last DDIM step (to alpha_prod[0]) is deterministic: no density, nothing to train
         return (mean if prev_sample is None else prev_sample), torch.zeros(len(x), device=x.device, dtype=x.dtype)
     if prev_sample is None:
@@ -169,6 +173,7 @@ def train_loop_per_worker(config: dict) -> None:
     my_prompts = [prompts[i] for i in ids]
     cond = denoiser_kwargs(pipe, my_prompts)
     shape = (unet.config.in_channels, *([unet.config.sample_size] * 2))
+    id_all = _all_gather(torch.as_tensor(ids))  # every worker's prompt ids, in gather order (fixed for the run)
     history, t0 = [], time.perf_counter()
     cpu0 = float(_all_gather(torch.tensor([time.process_time()], dtype=torch.float64)).sum())
     for it in range(s.iterations):
@@ -180,15 +185,13 @@ def train_loop_per_worker(config: dict) -> None:
         scored = score_batch(reward, images, my_prompts)
         cpu_all = _all_gather(torch.tensor([time.process_time()], dtype=torch.float64))  # every worker's CPU seconds so far
         r_all = _all_gather(torch.as_tensor(scored["score"], dtype=torch.float32))
-        id_all = _all_gather(torch.as_tensor(ids))
         aligned_all = _all_gather(torch.as_tensor(scored.get("aligned", np.zeros(len(ids), bool)), dtype=torch.float32))
         adv_all = per_prompt_advantages(r_all.numpy(), id_all.numpy(), s.adv_clip)
         adv = torch.as_tensor(adv_all[rank * len(ids) : (rank + 1) * len(ids)]).to(device)
         # The last steps of a short DDIM schedule have a tiny noise std (0.006 at t = 100 of 10 steps, 0 at t = 0):
         # their log-density moves by ~|d mean| / std under any update, so one such step's gradient swamps the others
         # and the clipped ratio of every other step. They are sampled but not trained on.
-        trainable = [(j, t) for j, t in enumerate(timesteps) if s.eta * float(scheduler._get_variance(
-            int(t), int(t) - scheduler.config.num_train_timesteps // s.num_inference_steps)) ** 0.5 >= s.min_step_std]
+        trainable = [(j, t) for j, t in enumerate(timesteps) if step_std(scheduler, t, s.eta) >= s.min_step_std]
         unet.train()
         for _ in range(s.num_inner_epochs):
             perm = torch.randperm(len(ids), generator=gen)
