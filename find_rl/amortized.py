@@ -4,16 +4,22 @@ Per-prompt FIND learns a separate N(mu_c, sigma_c^2) for every prompt. The amort
 of the prompt's text embedding e (the frozen text encoder's pooled output, as the env's observation carries it)::
 
     e_hat         = LayerNorm(e)                         (no affine: scale-free across text encoders)
-    mu_low(e)     = W_lin e_hat / E  [+ W_mlp tanh(A e_hat + a) / H]   (C x r x r numbers, r = mean_resolution)
+    mu_low(e)     = W_lin e_hat / E                      (linear path; C x r x r numbers, r = mean_resolution)
+                  + W_mlp tanh(A e_hat + a) / H          (MLP path, ``hidden`` = H > 0)
+                  + sum_k u_k(e) v_k(e)^T                (channel x space path, ``rank`` > 0: u_k in R^C, v_k in R^(r*r),
+                                                          both linear in e_hat)
     mu(e)         = bilinear upsampling of mu_low to the latent (or mu_low itself at full resolution)
-    log sigma(e)  = the same form with one output, floored at log(min_std); 0 when the std is not learned
+    log sigma(e)  = linear in e_hat with one output, floored at log(min_std); 0 when the std is not learned
 
-so it serves prompts it never trained on with one forward pass and no training. The linear path makes the mean
-additive in the embedding (compositional prompts such as "a green circle" share what "green" and "circle" learned);
-an optional small MLP path (``hidden`` units; default 0 = the linear path alone) lets trained prompts depart from
-that (on the shapes world it made trained prompts worse, 0.882 vs 0.934 on seven prompts, and held-out ones no better). Both output layers start at zero, so the policy starts
-at exactly N(0, I) for every prompt, like the per-prompt policy. The 1/E and 1/H factors keep one Adam step on
-the output weights about as large in mu as one step of the per-prompt mean, so the same ``lr`` works for both.
+so it serves prompts it never trained on with one forward pass and no training. Each path can be switched on or
+off (``linear``, ``hidden``, ``rank``). The linear path alone makes the mean additive in the embedding (compositional
+prompts such as "a green circle" would share what "green" and "circle" learned); the MLP path lets trained prompts
+depart from that; the channel x space path is a low-rank mean (a spatial template placed in a prompt-dependent mix of
+latent channels). On the shapes world none of the three generalises to held-out combinations, and the MLP path is
+what lets one policy fit all nine prompts (``bench/RESULTS.md``); ``python -m find_rl.train`` uses linear + MLP (64).
+The output layers (and v) start at zero, so the policy starts at exactly N(0, I) for every prompt, like the
+per-prompt policy. The 1/E and 1/H factors keep one Adam step on the output weights about as large in mu as one step
+of the per-prompt mean, so the same ``lr`` works for both.
 A low mean resolution (default 4: 4 x 4 per latent channel) keeps the output small for 4 x 64 x 64 latents.
 """
 
@@ -28,39 +34,63 @@ from torch import nn
 
 class AmortizedNoiseNet(nn.Module):
     def __init__(self, *, embed_dim: int, latent_shape: tuple[int, ...], mean_resolution: int | None = 4,
-                 hidden: int = 0, learn_std: bool = False, min_std: float = 0.5):
+                 hidden: int = 0, rank: int = 0, linear: bool = True, learn_std: bool = False, min_std: float = 0.5):
         super().__init__()
         if embed_dim < 1:
             raise ValueError("the amortised policy needs a text embedding in the observation; this pipeline's text encoder "
                              "gives none (use the per-prompt policy)")
-        self.embed_dim, self.hidden = int(embed_dim), int(hidden)
+        self.embed_dim, self.hidden, self.rank = int(embed_dim), int(hidden), int(rank)
         self.latent_shape = tuple(int(v) for v in latent_shape)
         c, spatial = self.latent_shape[0], self.latent_shape[1:]
         self.mean_shape = (c, *([int(mean_resolution)] * len(spatial))) if mean_resolution else self.latent_shape
         n_out = math.prod(self.mean_shape)
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: the linear path alone), got {hidden}")
-        self.mean_linear = nn.Linear(self.embed_dim, n_out, bias=True)
+        if self.rank < 0:
+            raise ValueError(f"rank must be >= 0 (0: no channel x space path), got {rank}")
+        if not (linear or self.hidden or self.rank):
+            raise ValueError("the amortised mean needs at least one path: the linear one, hidden > 0 or rank > 0")
+        self.mean_linear = nn.Linear(self.embed_dim, n_out, bias=True) if linear else None
         self.features = nn.Linear(self.embed_dim, self.hidden) if self.hidden else None
         self.mean_mlp = nn.Linear(self.hidden, n_out, bias=False) if self.hidden else None
+        # channel x space path: mu_low[c, x] = sum_r u_r(e)[c] v_r(e)[x], both factors linear in e. u starts near one
+        # (every channel alike, a little noise to tell the ranks apart), v at zero: the path starts at zero and its
+        # gradient reaches v from the first step.
+        n_space = math.prod(self.mean_shape[1:])
+        self.channel_mix = nn.Linear(self.embed_dim, self.rank * c, bias=True) if self.rank else None
+        self.spatial = nn.Linear(self.embed_dim, self.rank * n_space, bias=True) if self.rank else None
         self.learn_std = bool(learn_std)
         self.std_linear = nn.Linear(self.embed_dim, 1) if self.learn_std else None
         self.min_log_std = math.log(float(min_std))
-        for layer in (self.mean_linear, self.mean_mlp, self.std_linear):
+        if self.channel_mix is not None:
+            nn.init.normal_(self.channel_mix.weight, std=0.1 * math.sqrt(self.embed_dim))  # u ~ 1 +- 0.1: symmetry broken
+            nn.init.ones_(self.channel_mix.bias)
+        for layer in (self.mean_linear, self.mean_mlp, self.spatial, self.std_linear):
             if layer is not None:  # exactly N(0, I) at initialisation
                 nn.init.zeros_(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+
+    def mean_low(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``(N, E)`` embeddings -> the low-resolution mean as ``(N, C, r*r)`` (before upsampling)."""
+        e = F.layer_norm(embedding.float(), (self.embed_dim,))
+        mu = torch.zeros(len(e), math.prod(self.mean_shape), device=e.device)
+        if self.mean_linear is not None:
+            mu = mu + self.mean_linear(e) / self.embed_dim
+        if self.channel_mix is not None:
+            u = (self.channel_mix(e) / self.embed_dim).reshape(len(e), self.rank, self.mean_shape[0])
+            v = (self.spatial(e) / self.embed_dim).reshape(len(e), self.rank, -1)
+            mu = mu + torch.einsum("nrc,nrs->ncs", u, v).flatten(1)
+        if self.mean_mlp is not None:
+            mu = mu + self.mean_mlp(torch.tanh(self.features(e))) / self.hidden
+        return mu.reshape(len(e), self.mean_shape[0], -1)
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, E)`` text embeddings -> ``(mu, log_sigma)``, each ``(N, D)`` over the flattened latent."""
         if embedding.shape[-1] != self.embed_dim:
             raise ValueError(f"embedding has {embedding.shape[-1]} features; this policy was built for {self.embed_dim}")
         e = F.layer_norm(embedding.float(), (self.embed_dim,))
-        mu = self.mean_linear(e) / self.embed_dim
-        if self.mean_mlp is not None:
-            mu = mu + self.mean_mlp(torch.tanh(self.features(e))) / self.hidden
-        mu = mu.reshape(len(e), *self.mean_shape)
+        mu = self.mean_low(embedding).reshape(len(e), *self.mean_shape)
         if self.mean_shape != self.latent_shape:
             mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
             mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)

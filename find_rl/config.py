@@ -55,7 +55,7 @@ def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
                 model_config=dict(num_prompts=len(run.prompts), latent_shape=list(run.latent_shape),
                                   mean_resolution=run.mean_resolution, std_mode=run.std_mode,
                                   learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass,
-                                  hidden=run.amortized_hidden),
+                                  hidden=run.amortized_hidden, rank=run.amortized_rank, linear=run.amortized_linear),
             )
         )
         # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile

@@ -114,7 +114,8 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
 
     It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
     prompts that were never in the training list. model_config keys: ``num_prompts``, ``latent_shape``,
-    ``mean_resolution``, ``learn_std``, ``min_std``, ``hidden`` (optional, default 0: mu linear in the embedding).
+    ``mean_resolution``, ``learn_std``, ``min_std``, ``hidden`` (optional, default 0: no MLP path), ``rank`` (optional, default 0: no channel x space path), ``linear``
+    (optional, default True: keep the linear path).
     """
 
     @override(TorchRLModule)
@@ -125,6 +126,7 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
         cfg = self.model_config
         self.net = AmortizedNoiseNet(embed_dim=self.observation_space.shape[0] - self.num_prompts, latent_shape=self.latent_shape,
                                      mean_resolution=cfg.get("mean_resolution"), hidden=int(cfg.get("hidden", 0)),
+                                     rank=int(cfg.get("rank", 0)), linear=bool(cfg.get("linear", True)),
                                      learn_std=bool(cfg.get("learn_std", False)), min_std=float(cfg.get("min_std", 0.5)))
 
     @override(_GaussianNoiseModule)

@@ -80,7 +80,9 @@ class RunSettings:
     mean_highpass: int | None = None  # remove the mean's k x k block averages (steer without moving the layout)
     std_mode: str = "scalar"
     policy_type: str = "per-prompt"  # "per-prompt": one Gaussian per prompt; "amortized": mu, sigma = f(text embedding)
-    amortized_hidden: int = 0  # amortized only: hidden units of an extra MLP path (0: linear in the embedding)
+    amortized_hidden: int = 64  # amortized only: hidden units of an extra MLP path (0: linear in the embedding)
+    amortized_rank: int = 0  # amortized only: rank of the channel x space path (0: none)
+    amortized_linear: bool = True  # amortized only: keep the path linear in the embedding
     eval_prompts: list[str] = field(default_factory=list)  # amortized only: held-out prompts exported and scored too
     learn_std: bool = False  # sigma = 1: the learned mean alone steers (a learned sigma shrinks and costs diversity)
     min_std: float = 0.5
@@ -107,8 +109,10 @@ class RunSettings:
             raise ValueError(f"policy_type must be 'per-prompt' or 'amortized', got {self.policy_type!r}")
         if self.policy_type == "amortized" and (self.std_mode != "scalar" or self.mean_highpass is not None):
             raise ValueError("the amortized policy has a scalar std and no high-pass mean; drop --std-mode element / --mean-highpass")
-        if self.amortized_hidden < 0:
-            raise ValueError(f"amortized_hidden must be >= 0, got {self.amortized_hidden}")
+        if self.amortized_hidden < 0 or self.amortized_rank < 0:
+            raise ValueError(f"--amortized-hidden and --amortized-rank must be >= 0, got {self.amortized_hidden}, {self.amortized_rank}")
+        if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
+            raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
         if self.eval_prompts and self.policy_type != "amortized":
             raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized: a per-prompt policy has nothing for them")
         if any(not isinstance(p, str) or not p.strip() for p in self.eval_prompts):

@@ -114,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--min-std", type=float, default=0.5)
     o.add_argument("--policy-type", choices=("per-prompt", "amortized"), default="per-prompt",
                    help="'amortized': one prompt-conditioned policy mu, sigma = f(text embedding) for all prompts")
-    o.add_argument("--amortized-hidden", type=int, default=0, help="amortized only: hidden units of an extra MLP path (0: mu linear in the embedding)")
+    o.add_argument("--amortized-hidden", type=int, default=64, help="amortized only: hidden units of an MLP path beside the linear one (0: mu linear in the embedding)")
+    o.add_argument("--amortized-rank", type=int, default=0,
+                   help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)")
+    o.add_argument("--amortized-linear", action=argparse.BooleanOptionalAction, default=True,
+                   help="amortized only: keep the path linear in the embedding")
     o.add_argument("--eval-prompts", nargs="+", default=[],
                    help="amortized only: held-out prompts (never trained on) to export and score next to the trained ones")
     return p
@@ -166,7 +170,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
                       eta=args.eta, lr=args.lr, clip_param=args.clip_param, num_epochs=args.num_epochs,
                       minibatches_per_epoch=args.minibatches_per_epoch, mean_resolution=args.mean_resolution, mean_highpass=args.mean_highpass,
                       std_mode=args.std_mode, learn_std=args.learn_std, min_std=args.min_std, seed=args.seed,
-                      policy_type=args.policy_type, amortized_hidden=args.amortized_hidden, eval_prompts=[p.strip() for p in args.eval_prompts],
+                      policy_type=args.policy_type, amortized_hidden=args.amortized_hidden,
+                      amortized_rank=args.amortized_rank, amortized_linear=args.amortized_linear, eval_prompts=[p.strip() for p in args.eval_prompts],
                       torch_threads=args.threads if args.num_env_runners == 0 else 1)
     from find_rl.rewards import RewardSpec
 

@@ -144,3 +144,24 @@ def test_amortized_net_linear_only_is_additive_in_a_compositional_embedding():
     assert torch.allclose(mu(0, 0) + mu(1, 1), mu(0, 1) + mu(1, 0), atol=1e-5)
     with pytest.raises(ValueError, match="hidden must be >= 0"):
         AmortizedNoiseNet(embed_dim=6, latent_shape=(3, 4, 4), hidden=-1)
+
+
+def test_amortized_net_channel_space_path_starts_at_zero_and_has_its_rank():
+    """rank=R: mu_low[c, x] = sum_r u_r(e)[c] v_r(e)[x] -- a C x (r*r) matrix of rank <= R for every prompt,
+    zero at initialisation (v starts at zero) with a gradient on v from the first step."""
+    net = AmortizedNoiseNet(embed_dim=8, latent_shape=(4, 8, 8), mean_resolution=4, rank=2, linear=False)
+    assert net.mean_linear is None
+    e = torch.randn(3, 8)
+    mu, _ = net(e)
+    assert torch.equal(mu, torch.zeros_like(mu))
+    mu.sum().backward()
+    assert net.spatial.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.spatial.weight.normal_(std=8.0)
+    low = net.mean_low(e)  # (3, 4, 16) before upsampling
+    assert low.shape == (3, 4, 16)
+    assert all(int(torch.linalg.matrix_rank(m)) == 2 for m in low)
+    with pytest.raises(ValueError, match="at least one path"):
+        AmortizedNoiseNet(embed_dim=8, latent_shape=(4, 8, 8), linear=False)
+    with pytest.raises(ValueError, match="rank must be >= 0"):
+        AmortizedNoiseNet(embed_dim=8, latent_shape=(4, 8, 8), rank=-1)
