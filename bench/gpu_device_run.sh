@@ -6,6 +6,8 @@
 #   bash bench/gpu_device_run.sh             # SD-1.5 shapes: overhead, throughput, paper loop, fast path; GPU scaling
 #   bash bench/gpu_device_run.sh backbones   # SDXL and ModelScope text-to-video shapes: throughput and peak memory
 #   bash bench/gpu_device_run.sh compiled    # a FIND iteration with --compile-unet vs the plain eager pipeline
+#   bash bench/gpu_device_run.sh compare     # FIND vs DDPO (Ray Train, use_gpu) on the shapes world, seed 0 then 0-2
+#   bash bench/gpu_device_run.sh ddpo-phases # where a DDPO iteration's time goes on the GPU (12 iterations, seed 0)
 MODE=${1:-sd15}
 set -uo pipefail
 OUT=${OUT:-bench/gpu-out}
@@ -22,6 +24,22 @@ python3 -c "import torch, ray, diffusers, transformers; print('torch', torch.__v
 if [ "$MODE" = compiled ]; then  # FIND with --compile-unet vs the plain eager pipeline, same batch
   timeout 300 python3 bench/bench_gpu_sd.py --out "$OUT" --find-compile --skip throughput paper fastpath --iterations 2 2>&1 \
     | grep -v -e "Loading weights" -e "Writing model" | tee "$OUT/gpu_bench_compiled.log"
+  exit 0
+fi
+if [ "$MODE" = compare ]; then  # python -m find_rl.evaluate --methods ... --device cuda; finished runs are reused
+  for seeds in 0 0,1,2; do
+    timeout "${COMPARE_TIMEOUT:-240}" python3 -m find_rl.evaluate --methods base,ddpo,find --seeds "$seeds" --device cuda \
+      --ddpo-workers 1 --threads 4 --out /tmp/gpu-compare 2>&1 | grep -v -e WARNING -e "core_worker.cc" -e "Loading weights" \
+      | tee -a "$OUT/compare.log"
+    cp /tmp/gpu-compare/report.md /tmp/gpu-compare/results.json /tmp/gpu-compare/summary.json \
+      /tmp/gpu-compare/alignment_vs_wall.png "$OUT/" 2>/dev/null
+  done
+  exit 0
+fi
+if [ "$MODE" = ddpo-phases ]; then
+  timeout 200 python3 -m find_rl.evaluate --methods ddpo --seeds 0 --iterations 12 --samples 64 --device cuda \
+    --ddpo-workers 1 --threads 4 --out /tmp/ddpo-phases 2>&1 | grep -v -e WARNING -e "core_worker.cc" > "$OUT/ddpo_phases.log"
+  python3 bench/ddpo_phases.py /tmp/ddpo-phases/runs/ddpo_s0/method.json | tee "$OUT/ddpo_phases.txt"
   exit 0
 fi
 if [ "$MODE" = backbones ]; then

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -67,8 +68,10 @@ class CompareSettings:
     held_out: list[str] = field(default_factory=lambda: list(DEFAULT_HELD_OUT))
     ddpo_workers: int = 2
     ddpo_lr: float = 1e-3
+    amortized_hidden: int = 64  # the amortised methods' MLP path (python -m find_rl.train --amortized-hidden)
     threads: int = 2
     grid_images: int = 8
+    device: str = "cpu"  # where every method renders and trains ("cuda": DDPO's Ray Train workers take one GPU each)
 
 
 def t95(n: int) -> float:
@@ -91,7 +94,7 @@ def _train_find(method: str, seed: int, cs: CompareSettings, run_dir: Path, extr
     from find_rl.export import load_policy
 
     argv = ["--out", str(run_dir), "--seed", str(seed), "--iterations", str(cs.iterations), "--eval-samples", "0",
-            "--samples-per-prompt", str(cs.samples_per_prompt), "--threads", str(cs.threads), *extra]
+            "--samples-per-prompt", str(cs.samples_per_prompt), "--threads", str(cs.threads), "--device", cs.device, *extra]
     t0, c0 = time.perf_counter(), time.process_time()
     if train.main(argv) != 0:
         raise RuntimeError(f"{method} seed {seed}: python -m find_rl.train {' '.join(argv)} failed")
@@ -150,10 +153,11 @@ def run_one(method: str, seed: int, cs: CompareSettings, sampler, reward) -> dic
         from diffusers import UNet2DModel
 
         s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr)
-        out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers, threads_per_worker=max(1, cs.threads // cs.ddpo_workers))
-        pipe = load_pipeline("shapes")
-        pipe.unet = UNet2DModel.from_pretrained(out["unet"])
-        tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta), seed=eval_seed)  # DDPO's own (stochastic) sampler
+        out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers, threads_per_worker=max(1, cs.threads // cs.ddpo_workers),
+                       use_gpu=cs.device.startswith("cuda"))
+        pipe = load_pipeline("shapes", device=cs.device)
+        pipe.unet = UNet2DModel.from_pretrained(out["unet"]).to(cs.device)
+        tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=eval_seed)  # DDPO's own (stochastic) sampler
         res = dict(per_prompt=evaluate_distributions(**(evaluate | {"sampler": tuned})), reward_evals=cs.iterations * cs.samples_per_prompt,
                    evals_per_image=1, wall_s=out["wall_s"], cpu_s=out["history"][-1]["cpu_s"], history=out["history"])
     elif method in FIND_FLAGS or method.startswith("amortized"):
@@ -163,7 +167,8 @@ def run_one(method: str, seed: int, cs: CompareSettings, sampler, reward) -> dic
             extra = ["--prompts", *cs.prompts, *FIND_FLAGS[method]]
         else:
             held = set(cs.held_out) if method == "amortized" else set()
-            extra = ["--policy-type", "amortized", "--prompts", *[p for p in all_prompts() if p not in held]]
+            extra = ["--policy-type", "amortized", "--amortized-hidden", str(cs.amortized_hidden),
+                     "--prompts", *[p for p in all_prompts() if p not in held]]
             if held:
                 extra += ["--eval-prompts", *sorted(held)]
         out = _train_find(method, seed, cs, run_dir, extra)
@@ -185,7 +190,7 @@ def run_comparison(cs: CompareSettings, log=print) -> dict:
     from find_rl.sampler import DiffusionSampler, SamplerSettings
 
     cs.out.mkdir(parents=True, exist_ok=True)
-    sampler = DiffusionSampler.from_pretrained("shapes", SamplerSettings())
+    sampler = DiffusionSampler.from_pretrained("shapes", SamplerSettings(device=cs.device))
     reward = make_reward("shapes")
     runs: dict[str, list[dict]] = {}
     for method in cs.methods:
@@ -215,8 +220,12 @@ def _save_run(path: Path, res: dict) -> None:
 def run_key(cs: CompareSettings, method: str) -> dict:
     """What a finished run depends on: a rerun reuses it only when all of this is unchanged."""
     key = {"prompts": cs.prompts, "samples": cs.samples, "iterations": cs.iterations, "samples_per_prompt": cs.samples_per_prompt}
+    if cs.device != "cpu":  # timings (and float rounding) differ by device
+        key |= {"device": cs.device}
     if method == "ddpo":
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
+    if method.startswith("amortized"):
+        key |= {"amortized_hidden": cs.amortized_hidden}
     if method == "amortized":
         key |= {"held_out": sorted(cs.held_out)}
     return key
@@ -318,7 +327,8 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
     (cs.out / "results.json").write_text(json.dumps(results, indent=2))
     (cs.out / "summary.json").write_text(json.dumps({"methods": summary, "criteria": checks, "settings": {
         "prompts": cs.prompts, "seeds": cs.seeds, "samples": cs.samples, "iterations": cs.iterations,
-        "samples_per_prompt": cs.samples_per_prompt, "held_out": cs.held_out, "ddpo_workers": cs.ddpo_workers}}, indent=2))
+        "samples_per_prompt": cs.samples_per_prompt, "held_out": cs.held_out, "ddpo_workers": cs.ddpo_workers,
+        "amortized_hidden": cs.amortized_hidden, "device": cs.device}}, indent=2))
     comparison_plots({m: [r["history"] for r in rs] for m, rs in runs.items()}, summary, cs.out)
     grids = cs.out / "grids"
     grids.mkdir(exist_ok=True)
@@ -327,6 +337,13 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
                    grids / f"{p.replace(' ', '_')}.png", label_width=90)
     (cs.out / "report.md").write_text(format_report(cs, results, summary, checks))
     return {"results": results, "summary": summary, "criteria": checks}
+
+
+def _machine(device: str) -> str:
+    """The device the timings come from, in words (GPU name and count where the methods ran on CUDA)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+    return f"CPU only, {os.cpu_count()} cores"
 
 
 def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict) -> str:
@@ -342,7 +359,7 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         "distance between a prompt's images, kept = relative to the frozen model's.",
         f"Budget: {cs.iterations} iterations x {cs.samples_per_prompt} samples = {cs.iterations * cs.samples_per_prompt} reward "
         "evaluations per prompt for every trained method; best-of-N spends N per delivered image. Wall and CPU seconds are the "
-        "training (or, for best-of-N, generation) time of one seed on this machine.",
+        f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
         "",
         "| method | alignment | strict | diversity kept | reward evals / prompt | evals per image | wall s | CPU s |",
         "|---|---|---|---|---|---|---|---|",

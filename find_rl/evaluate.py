@@ -160,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-prompt", type=int, default=32, help="with --methods: reward evaluations per prompt per iteration")
     p.add_argument("--held-out", nargs="+", default=None, help="with --methods amortized: prompts never trained on")
     p.add_argument("--ddpo-workers", type=int, default=2, help="with --methods ddpo: Ray Train data-parallel workers")
+    p.add_argument("--amortized-hidden", type=int, default=64, help="with --methods amortized[-all]: hidden units of the MLP path")
     p.add_argument("--ddpo-lr", type=float, default=1e-3, help="with --methods ddpo: learning rate of the fine-tuned denoiser")
     p.add_argument("--model", default=None, help="model: 'shapes' (default for base), a pipeline folder or a hub id; overrides a policy's")
-    p.add_argument("--device", default=None, help="device to render on (default: cpu for base, the policy's otherwise)")
+    p.add_argument("--device", default=None, help="device to render on (default: cpu for base, the policy's otherwise; "
+                   "with --methods: where every method trains and renders, default cpu)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to score (default: all shapes prompts / the policy's)")
     p.add_argument("--samples", type=int, default=256, help="samples per prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -202,14 +204,18 @@ def compare_main(args: argparse.Namespace) -> int:
             seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-        if not seeds or args.samples < 2 or args.iterations < 1 or args.samples_per_prompt < 2 or args.ddpo_workers < 1:
-            raise ValueError("need at least one seed, --samples >= 2, --iterations >= 1, --samples-per-prompt >= 2, --ddpo-workers >= 1")
+        if not seeds or args.samples < 2 or args.iterations < 1 or args.samples_per_prompt < 2 or args.ddpo_workers < 1 \
+                or args.amortized_hidden < 0:
+            raise ValueError("need at least one seed, --samples >= 2, --iterations >= 1, --samples-per-prompt >= 2, --ddpo-workers >= 1, "
+                             "--amortized-hidden >= 0")
         prompts = args.prompts or rare_prompts()
         held_out = args.held_out or list(DEFAULT_HELD_OUT)
         for p in prompts + held_out:
             parse_prompt(p)
         if args.samples_per_prompt % args.ddpo_workers and "ddpo" in methods:
             raise ValueError(f"--samples-per-prompt {args.samples_per_prompt} must divide evenly over --ddpo-workers {args.ddpo_workers}")
+        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file; choose a folder")
     except ValueError as e:
@@ -217,7 +223,7 @@ def compare_main(args: argparse.Namespace) -> int:
         return 2
     cs = CompareSettings(methods=methods, out=args.out, prompts=prompts, seeds=seeds, samples=args.samples, iterations=args.iterations,
                          samples_per_prompt=args.samples_per_prompt, held_out=held_out, ddpo_workers=args.ddpo_workers,
-                         ddpo_lr=args.ddpo_lr, threads=args.threads)
+                         ddpo_lr=args.ddpo_lr, amortized_hidden=args.amortized_hidden, threads=args.threads, device=args.device or "cpu")
     run_comparison(cs)
     print((args.out / "report.md").read_text())
     return 0

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from find_rl.compare import aggregate, criteria, mean_ci, parse_methods, time_to_reach
 
@@ -66,6 +67,9 @@ def test_aggregate_and_criteria_from_hand_built_runs():
     (["--methods", "find", "--out", "X", "--seeds", "a,b"], "comma-separated integers"),
     (["--methods", "find", "--out", "X", "--prompts", "a purple circle"], "purple"),
     (["--methods", "ddpo", "--out", "X", "--samples-per-prompt", "5", "--ddpo-workers", "2"], "divide evenly"),
+    (["--methods", "amortized", "--out", "X", "--amortized-hidden", "-1"], "--amortized-hidden >= 0"),
+    pytest.param(["--methods", "find", "--out", "X", "--device", "cuda"], "no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_compare_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
     from find_rl import evaluate

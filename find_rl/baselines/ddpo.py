@@ -48,6 +48,10 @@ class DDPOSettings:
     num_inference_steps: int = 10
     max_grad_norm: float = 1.0
     min_step_std: float = 0.05  # steps with a smaller noise std are not trained on (see train_loop_per_worker)
+    # Ray Train 2.60 hands a worker's report to its controller through a one-slot queue that the controller empties
+    # every 2 s (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): reporting every iteration held each 0.36 s GPU iteration to ~2 s.
+    # The full per-iteration history still travels with the final checkpoint.
+    report_every: int = 20
     model: str = "shapes"
     reward: str = "shapes"
 
@@ -56,8 +60,8 @@ class DDPOSettings:
             raise ValueError(f"DDPO needs iterations >= 1 and samples_per_prompt >= 2, got {self.iterations}, {self.samples_per_prompt}")
         if self.eta <= 0:
             raise ValueError("DDPO needs eta > 0: with eta = 0 the denoising steps have no density to optimise")
-        if self.lr <= 0 or self.clip_range <= 0 or self.minibatches < 1 or self.num_inner_epochs < 1:
-            raise ValueError("DDPO needs lr > 0, clip_range > 0, minibatches >= 1, num_inner_epochs >= 1")
+        if self.lr <= 0 or self.clip_range <= 0 or self.minibatches < 1 or self.num_inner_epochs < 1 or self.report_every < 1:
+            raise ValueError("DDPO needs lr > 0, clip_range > 0, minibatches >= 1, num_inner_epochs >= 1, report_every >= 1")
 
 
 def step_std(scheduler, t, eta: float) -> float:
@@ -133,9 +137,11 @@ def _all_gather(x: torch.Tensor) -> torch.Tensor:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x)
-    return torch.cat(parts)
+    # NCCL gathers only CUDA tensors: such a group gathers on this worker's GPU and hands back a tensor where x was
+    y = x.to(torch.device("cuda", torch.cuda.current_device())) if dist.get_backend() == "nccl" else x
+    parts = [torch.zeros_like(y) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, y)
+    return torch.cat(parts).to(x.device)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -177,6 +183,7 @@ def train_loop_per_worker(config: dict) -> None:
     history, t0 = [], time.perf_counter()
     cpu0 = float(_all_gather(torch.tensor([time.process_time()], dtype=torch.float64)).sum())
     for it in range(s.iterations):
+        t_start = time.perf_counter()
         unet.eval()
         noise = torch.randn((len(my_prompts), *shape), generator=gen).to(device)
         xs, logps, timesteps = sample_trajectories(unet, scheduler, cond, noise, steps=s.num_inference_steps, eta=s.eta,
@@ -188,6 +195,7 @@ def train_loop_per_worker(config: dict) -> None:
         aligned_all = _all_gather(torch.as_tensor(scored.get("aligned", np.zeros(len(ids), bool)), dtype=torch.float32))
         adv_all = per_prompt_advantages(r_all.numpy(), id_all.numpy(), s.adv_clip)
         adv = torch.as_tensor(adv_all[rank * len(ids) : (rank + 1) * len(ids)]).to(device)
+        t_sampled = time.perf_counter()
         # The last steps of a short DDIM schedule have a tiny noise std (0.006 at t = 100 of 10 steps, 0 at t = 0):
         # their log-density moves by ~|d mean| / std under any update, so one such step's gradient swamps the others
         # and the clipped ratio of every other step. They are sampled but not trained on.
@@ -204,15 +212,20 @@ def train_loop_per_worker(config: dict) -> None:
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), s.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_updated = time.perf_counter()
         aligned = aligned_all.numpy()
         per_prompt = {p: float(aligned[id_all.numpy() == i].mean()) for i, p in enumerate(prompts)}
         row = {"iteration": it + 1, "reward_mean": float(r_all.mean()), "alignment": float(aligned.mean()),
                "alignment_per_prompt": per_prompt, "reward_evals_per_prompt": (it + 1) * s.samples_per_prompt,
-               "wall_s": time.perf_counter() - t0, "cpu_s": float(cpu_all.sum() - cpu0)}
+               "wall_s": time.perf_counter() - t0, "cpu_s": float(cpu_all.sum() - cpu0),
+               "sample_s": t_sampled - t_start, "update_s": t_updated - t_sampled}  # the rest of wall_s: Ray Train's report
         history.append(row)
         metrics = {k: v for k, v in row.items() if k != "alignment_per_prompt"}
         if it + 1 < s.iterations:
-            ray.train.report(metrics)
+            if (it + 1) % s.report_every == 0:  # every worker reports on the same iterations
+                ray.train.report(metrics)
         elif rank == 0:  # the last report carries the fine-tuned denoiser and the curve
             with tempfile.TemporaryDirectory() as tmp:
                 unet.save_pretrained(os.path.join(tmp, UNET_DIR))
