@@ -340,7 +340,7 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
 
 
 def _machine(device: str) -> str:
-    """The device the timings come from, in words (GPU name and count where the methods ran on CUDA)."""
+    """The machine the timings come from, in words (the GPU's name where the methods ran on CUDA)."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
     return f"CPU only, {os.cpu_count()} cores"

@@ -114,8 +114,8 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
 
     It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
     prompts that were never in the training list. model_config keys: ``num_prompts``, ``latent_shape``,
-    ``mean_resolution``, ``learn_std``, ``min_std``, ``hidden`` (optional, default 0: no MLP path), ``rank`` (optional, default 0: no channel x space path), ``linear``
-    (optional, default True: keep the linear path).
+    ``mean_resolution``, ``learn_std``, ``min_std``, and optionally ``hidden`` (default 0: no MLP path), ``rank``
+    (default 0: no channel x space path) and ``linear`` (default True: keep the linear path).
     """
 
     @override(TorchRLModule)
