@@ -101,7 +101,10 @@ def _train_find(method: str, seed: int, cs: CompareSettings, run_dir: Path, extr
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows = [json.loads(ln) for ln in (run_dir / train.PROGRESS_FILE).read_text().splitlines() if ln.strip()]
     elapsed = np.cumsum([r["seconds"] for r in rows])
-    history = [{"reward_evals_per_prompt": r["reward_evals_per_prompt"], "alignment": r["alignment"], "wall_s": float(t)}
+    # the curve is over the scored prompts the run trained on (an amortised run also trains the common prompts)
+    scored = [p for p in cs.prompts if p in rows[0].get("alignment_per_prompt", {})]
+    history = [{"reward_evals_per_prompt": r["reward_evals_per_prompt"], "wall_s": float(t),
+                "alignment": float(np.mean([r["alignment_per_prompt"][p] for p in scored])) if scored else r["alignment"]}
                for r, t in zip(rows, elapsed)]
     pol = load_policy(run_dir)
     return {"policy": pol, "wall_s": wall, "cpu_s": cpu, "history": history,
@@ -389,7 +392,8 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         for name, c in checks.items():
             detail = ", ".join(f"{k} {_fmt(v)}" for k, v in c.items() if k != "met")
             lines.append(f"- **{name}**: {'met' if c['met'] else 'NOT met'} ({detail})")
-    lines += ["", "Plots: `alignment_vs_evals.png`, `alignment_vs_wall.png` (training-batch alignment, mean over seeds; "
+    lines += ["", "Plots: `alignment_vs_evals.png`, `alignment_vs_wall.png` (training-batch alignment on the scored prompts a method "
+              "trained on, mean over seeds; "
               "points: methods without training, at their scored alignment). Image grids: `grids/<prompt>.png` (seed 0)."]
     return "\n".join(lines) + "\n"
 
