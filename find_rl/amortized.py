@@ -73,7 +73,10 @@ class AmortizedNoiseNet(nn.Module):
 
     def mean_low(self, embedding: torch.Tensor) -> torch.Tensor:
         """``(N, E)`` embeddings -> the low-resolution mean as ``(N, C, r*r)`` (before upsampling)."""
-        e = F.layer_norm(embedding.float(), (self.embed_dim,))
+        return self._mean_low(F.layer_norm(embedding.float(), (self.embed_dim,)))
+
+    def _mean_low(self, e: torch.Tensor) -> torch.Tensor:
+        """The same from layer-normalised embeddings ``e``."""
         mu = torch.zeros(len(e), math.prod(self.mean_shape), device=e.device)
         if self.mean_linear is not None:
             mu = mu + self.mean_linear(e) / self.embed_dim
@@ -90,7 +93,7 @@ class AmortizedNoiseNet(nn.Module):
         if embedding.shape[-1] != self.embed_dim:
             raise ValueError(f"embedding has {embedding.shape[-1]} features; this policy was built for {self.embed_dim}")
         e = F.layer_norm(embedding.float(), (self.embed_dim,))
-        mu = self.mean_low(embedding).reshape(len(e), *self.mean_shape)
+        mu = self._mean_low(e).reshape(len(e), *self.mean_shape)
         if self.mean_shape != self.latent_shape:
             mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
             mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
