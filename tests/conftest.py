@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from session_exit import pytest_sessionfinish  # noqa: F401  (ends the process without finalisation once Ray has run)
+
 torch.set_num_threads(int(os.environ.get("FIND_RL_TEST_THREADS", "2")))
 
 
