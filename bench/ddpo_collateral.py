@@ -48,7 +48,7 @@ def main() -> None:
         for name, unet in (("frozen", None), ("ddpo", unets[-1])):
             pipe = load_pipeline("shapes")
             if unet is not None:
-                pipe.unet = UNet2DModel.from_pretrained(unet)
+                pipe.unet = UNet2DModel.from_pretrained(unet, low_cpu_mem_usage=False)
             sampler = DiffusionSampler(pipe, SamplerSettings(eta=eta), seed=10_000 + seed)
             scores[name] = evaluate_distributions(prompts=prompts, samples=a.samples, seed=10_000 + seed, sampler=sampler)
         for group, ps in (("common", common), ("rare", sorted(rare))):

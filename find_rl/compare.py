@@ -159,7 +159,7 @@ def run_one(method: str, seed: int, cs: CompareSettings, sampler, reward) -> dic
         out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers, threads_per_worker=max(1, cs.threads // cs.ddpo_workers),
                        use_gpu=cs.device.startswith("cuda"))
         pipe = load_pipeline("shapes", device=cs.device)
-        pipe.unet = UNet2DModel.from_pretrained(out["unet"]).to(cs.device)
+        pipe.unet = UNet2DModel.from_pretrained(out["unet"], low_cpu_mem_usage=False).to(cs.device)
         tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=eval_seed)  # DDPO's own (stochastic) sampler
         res = dict(per_prompt=evaluate_distributions(**(evaluate | {"sampler": tuned})), reward_evals=cs.iterations * cs.samples_per_prompt,
                    evals_per_image=1, wall_s=out["wall_s"], cpu_s=out["history"][-1]["cpu_s"], history=out["history"])
