@@ -171,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     if args.methods is not None:
         return compare_main(args)
     try:
+        if args.samples < 2:
+            raise ValueError(f"--samples must be >= 2 (diversity compares pairs of images), got {args.samples}")
         if args.json is not None and args.json.parent and not args.json.parent.exists():
             raise ValueError(f"--json folder {args.json.parent} does not exist; create it first")
         if args.policy == "base":

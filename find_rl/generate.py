@@ -26,6 +26,8 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
 
     if num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {num_images}")
+    if scale is not None and scale < 1:
+        raise ValueError(f"--scale must be >= 1, got {scale}")
     if not prompt.strip():
         raise ValueError("--prompt is empty; give a prompt such as 'a green circle'")
     gen = torch.Generator().manual_seed(seed)
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="override the policy's sampler device (e.g. cpu, cuda)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     try:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
         paths = generate(policy=args.policy, prompt=args.prompt, num_images=args.num_images, out=args.out, model=args.model,
                          seed=args.seed, scale=args.scale, device=args.device)
     except ValueError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,14 +39,28 @@ class SamplerSettings:
             raise ValueError(f"scheduler must be 'ddim' or 'keep', got {self.scheduler!r}")
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        if not 0.0 <= self.eta <= 1.0:  # DDIM's sigma: 0 deterministic, 1 DDPM's; above 1 the step takes the root of a negative
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if not math.isfinite(self.guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale}")
         if self.num_frames is not None and self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         torch_dtype(self.dtype)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_device(device: str) -> None:
+    """A one-line ``ValueError`` for a device this process cannot use (``torch.device`` would raise deep inside a load)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__}); use cpu, or run on a GPU node")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 @dataclass
@@ -84,6 +99,7 @@ class DiffusionSampler:
     @classmethod
     def from_pretrained(cls, model: str = "shapes", settings: SamplerSettings | None = None, *, seed: int = 0):
         settings = settings or SamplerSettings()
+        check_device(settings.device)
         return cls(load_pipeline(model, device=settings.device, dtype=settings.dtype), settings, seed=seed)
 
     @property

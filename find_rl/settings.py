@@ -31,14 +31,17 @@ class FindSettings:
             raise ValueError(f"surrogate must be 'ppo' or 'clamp', got {self.surrogate!r}")
         if self.anchor not in ("kl", "l2", "none"):
             raise ValueError(f"anchor must be 'kl', 'l2' or 'none', got {self.anchor!r}")
-        if self.anchor_coeff < 0:
-            raise ValueError(f"anchor_coeff must be >= 0, got {self.anchor_coeff}")
+        if not (math.isfinite(self.anchor_coeff) and self.anchor_coeff >= 0):
+            raise ValueError(f"anchor_coeff must be a finite number >= 0, got {self.anchor_coeff}")
         if self.target_alignment is not None and not 0.0 < self.target_alignment <= 1.0:
             raise ValueError(f"target_alignment must be in (0, 1], got {self.target_alignment}")
         if self.target_alignment is not None and self.anchor == "none":
             raise ValueError("target_alignment adapts the anchor weight; choose --anchor kl or l2, not none")
         if self.calibration_steps < 0 or self.calibration_history < 1:
             raise ValueError("calibration_steps must be >= 0 and calibration_history >= 1")
+        if not (math.isfinite(self.calibration_lr) and self.calibration_lr > 0) or self.calibration_hidden < 1:
+            raise ValueError(f"calibration_lr must be a finite number > 0 and calibration_hidden >= 1, got {self.calibration_lr}, "
+                             f"{self.calibration_hidden}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,20 +94,28 @@ class RunSettings:
     def validate(self) -> None:
         if not self.prompts:
             raise ValueError("no prompts given; pass --prompts 'a green circle' ... or a --prompts-file")
-        if self.num_reward_workers < 0 or self.num_gpus_per_reward_worker < 0:
+        if self.num_env_runners < 0 or not self.num_gpus_per_env_runner >= 0 or not self.num_gpus_per_learner >= 0:
+            raise ValueError(f"num_env_runners, num_gpus_per_env_runner and num_gpus_per_learner must be >= 0, got "
+                             f"{self.num_env_runners}, {self.num_gpus_per_env_runner}, {self.num_gpus_per_learner}")
+        if self.num_reward_workers < 0 or not self.num_gpus_per_reward_worker >= 0:
             raise ValueError(f"num_reward_workers and num_gpus_per_reward_worker must be >= 0, got {self.num_reward_workers}, {self.num_gpus_per_reward_worker}")
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 (per-prompt statistics), got {self.samples_per_prompt}")
-        if self.clip_param is not None and not math.isinf(self.clip_param) and self.clip_param <= 0:
+        if self.clip_param is not None and not self.clip_param > 0:  # NaN fails too; inf passes (no clipping)
             raise ValueError(f"clip_param must be > 0 (or 'inf' for no clipping), got {self.clip_param}")
-        if self.lr <= 0 or self.num_epochs < 1:
-            raise ValueError(f"lr must be > 0 and num_epochs >= 1, got lr={self.lr}, num_epochs={self.num_epochs}")
+        if not (math.isfinite(self.lr) and self.lr > 0) or self.num_epochs < 1:
+            raise ValueError(f"lr must be a finite number > 0 and num_epochs >= 1, got lr={self.lr}, num_epochs={self.num_epochs}")
+        if not (math.isfinite(self.min_std) and self.min_std > 0):
+            raise ValueError(f"min_std must be a finite number > 0 (the floor of the policy's std), got {self.min_std}")
         if self.minibatches_per_epoch < 1 or self.batch_size % self.minibatches_per_epoch:
             raise ValueError(
                 f"minibatches_per_epoch={self.minibatches_per_epoch} must divide the batch of {self.batch_size} samples"
             )
         if self.mean_highpass is not None and len(self.latent_shape) != 3:
             raise ValueError(f"mean_highpass works on image latents (C, H, W), not {tuple(self.latent_shape)}; drop --mean-highpass")
+        if self.mean_highpass is not None and (self.mean_highpass < 1 or any(n % self.mean_highpass for n in self.latent_shape[1:])):
+            raise ValueError(f"mean_highpass must be a block size >= 1 that divides the latent's {tuple(self.latent_shape[1:])}, "
+                             f"got {self.mean_highpass}")
         if self.policy_type not in ("per-prompt", "amortized"):
             raise ValueError(f"policy_type must be 'per-prompt' or 'amortized', got {self.policy_type!r}")
         if self.policy_type == "amortized" and (self.std_mode != "scalar" or self.mean_highpass is not None):

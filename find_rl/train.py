@@ -156,9 +156,20 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
         raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if not 0.0 <= args.max_invalid_fraction <= 1.0:
         raise ValueError(f"--max-invalid-fraction must be in [0, 1], got {args.max_invalid_fraction}")
-    if args.clip_param is not None and args.clip_param <= 0:
+    if args.clip_param is not None and not args.clip_param > 0:  # NaN fails too
         raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
+    if args.eval_samples < 0:
+        raise ValueError(f"--eval-samples must be >= 0 (0 skips the final report), got {args.eval_samples}")
+    if args.dashboard and not 1 <= args.dashboard_port <= 65535:
+        raise ValueError(f"--dashboard-port must be in [1, 65535], got {args.dashboard_port}")
+    from find_rl.sampler import DiffusionSampler, SamplerSettings, check_device
+
+    # the sampler's own checks (steps, guidance, eta, dtype) before anything loads; the device is checked here unless
+    # the env runners sample on a cluster's other nodes (which may hold GPUs this driver lacks)
+    SamplerSettings(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, eta=args.eta,
+                    device=args.device, dtype=args.dtype, num_frames=args.num_frames)
+    if args.num_env_runners == 0 or not (args.address or os.environ.get("RAY_ADDRESS")):
+        check_device(args.device)
 
     prompts = read_prompts(args)
     reward = args.reward or ["shapes"]
@@ -346,8 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
-    torch.set_num_threads(args.threads)
     try:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
         if args.resume is not None:  # the run's own settings; only the total number of iterations is new
             saved = args.resume / RUN_FILE
             if not saved.is_file():

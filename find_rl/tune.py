@@ -115,10 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("find_rl.tune resumes by itself: rerun it with the same --out")
         if args.num_reward_workers:
             raise ValueError("find_rl.tune scores inside each trial; drop --num-reward-workers")
-        if any(c <= 0 or math.isinf(c) for c in args.clip_grid):
+        if not all(math.isfinite(c) and c > 0 for c in args.clip_grid):
             raise ValueError(f"--clip-grid values must be finite and > 0, got {args.clip_grid}")
-        if args.stop_alignment <= 0:
+        if not args.stop_alignment > 0:  # NaN fails too
             raise ValueError(f"--stop-alignment must be > 0 (above 1: never stop early), got {args.stop_alignment}")
+        if args.max_concurrent is not None and args.max_concurrent < 1:
+            raise ValueError(f"--max-concurrent must be >= 1 (or left out: one trial per CPU), got {args.max_concurrent}")
         args.clip_param = args.clip_grid[0]
         from find_rl import train
 

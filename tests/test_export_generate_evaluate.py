@@ -73,6 +73,13 @@ def test_generate_cli_base_and_policy(tmp_path, policy_dir, capsys):
     assert generate.main(["--policy", str(policy_dir), "--prompt", "a blue square", "--num-images", "2", "--out", str(tmp_path / "x")]) == 2
     assert "not in this policy" in capsys.readouterr().err
     assert generate.main(["--policy", "base", "--prompt", "a purple square", "--out", str(tmp_path / "y")]) == 2
+    capsys.readouterr()
+    for argv, msg in ((["--threads", "0"], "--threads must be >= 1"), (["--scale", "0"], "--scale must be >= 1"),
+                      (["--device", "cpux"], "is not a torch device")):
+        assert generate.main(["--policy", "base", "--prompt", "a green circle", "--out", str(tmp_path / "z"), *argv]) == 2
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and msg in errors[0], errors
+    assert not (tmp_path / "z").exists()
 
 
 def test_evaluate_cli_base_json_schema(tmp_path, capsys):
@@ -100,6 +107,12 @@ def test_evaluate_cli_bad_input(tmp_path, capsys):
     assert evaluate.main(["--policy", str(tmp_path), "--samples", "4"]) == 2
     assert "not an exported find_rl policy" in capsys.readouterr().err
     assert evaluate.main(["--policy", "base", "--prompts", "a purple circle", "--samples", "4"]) == 2
+    capsys.readouterr()
+    for argv, msg in ((["--samples", "1"], "--samples must be >= 2"), (["--threads", "0"], "--threads must be >= 1"),
+                      (["--device", "cpux", "--samples", "4"], "is not a torch device")):
+        assert evaluate.main(["--policy", "base", *argv]) == 2
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and msg in errors[0], errors
 
 
 def test_wilson_interval_and_diversity():

@@ -177,6 +177,23 @@ def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
         (["--num-frames", "0"], "num_frames must be >= 1"),
         (["--eval-prompts", "a green circle"], "needs --policy-type amortized"),
         (["--policy-type", "amortized", "--std-mode", "element"], "scalar std"),
+        # non-finite and out-of-range numbers: each once hung or crashed the run inside Ray
+        (["--clip-param", "nan"], "clip-param must be > 0"),
+        (["--lr", "nan"], "lr must be a finite number > 0"),
+        (["--lr", "inf"], "lr must be a finite number > 0"),
+        (["--anchor-coeff", "nan"], "anchor_coeff must be a finite number"),
+        (["--target-alignment", "nan"], "target_alignment must be in (0, 1]"),
+        (["--guidance-scale", "nan"], "guidance_scale must be a finite number"),
+        (["--eta", "2"], "eta must be in [0, 1]"),
+        (["--min-std", "-1"], "min_std must be a finite number > 0"),
+        (["--mean-highpass", "3"], "divides the latent's (16, 16)"),
+        (["--num-env-runners", "-1"], "num_env_runners"),
+        (["--num-gpus-per-env-runner", "-1"], "num_gpus_per_env_runner"),
+        (["--num-inference-steps", "0"], "num_inference_steps must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--eval-samples", "-1"], "--eval-samples must be >= 0"),
+        (["--dashboard", "--dashboard-port", "99999"], "--dashboard-port must be in [1, 65535]"),
+        (["--device", "cpux"], "is not a torch device"),
     ],
 )
 def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
@@ -185,6 +202,32 @@ def test_train_cli_bad_input(tmp_path, capsys, argv, msg):
     assert train.main(["--out", str(tmp_path / "r"), *argv]) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and msg in errors[0]  # one line that says what to fix
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the answer of a machine without CUDA")
+def test_train_cli_refuses_a_cuda_device_on_a_machine_without_one(tmp_path, capsys):
+    from find_rl import train
+
+    assert train.main(["--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no CUDA GPU" in errors[0]
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--clip-grid", "nan"], "--clip-grid values must be finite and > 0"),
+    (["--clip-grid", "0.01", "inf"], "--clip-grid values must be finite and > 0"),
+    (["--stop-alignment", "nan"], "--stop-alignment must be > 0"),
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+    (["--lr", "nan"], "lr must be a finite number > 0"),
+])
+def test_tune_cli_bad_input(tmp_path, capsys, argv, msg):
+    from find_rl import tune
+
+    assert tune.main(["--out", str(tmp_path / "t"), *argv]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and msg in errors[0], errors
+    assert not (tmp_path / "t").exists()  # refused before Ray or a folder
 
 
 def test_train_cli_refuses_unwritable_out(tmp_path, capsys):
