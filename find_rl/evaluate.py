@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from find_rl.rewards import ShapesReward
-from find_rl.sampler import DiffusionSampler, SamplerSettings
+from find_rl.sampler import DiffusionSampler, SamplerSettings, check_device
 from find_rl.shapes.detector import DEFAULT_IOU, STRICT_IOU
 from find_rl.shapes.world import all_prompts, is_common
 
@@ -209,18 +209,23 @@ def compare_main(args: argparse.Namespace) -> int:
             seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-        if not seeds or args.samples < 2 or args.iterations < 1 or args.samples_per_prompt < 2 or args.ddpo_workers < 1 \
-                or args.amortized_hidden < 0:
-            raise ValueError("need at least one seed, --samples >= 2, --iterations >= 1, --samples-per-prompt >= 2, --ddpo-workers >= 1, "
-                             "--amortized-hidden >= 0")
+        if not seeds:
+            raise ValueError(f"--seeds names no seed, got {args.seeds!r}; write e.g. 0,1,2")
+        for flag, value, low in (("--samples", args.samples, 2), ("--iterations", args.iterations, 1),
+                                 ("--samples-per-prompt", args.samples_per_prompt, 2), ("--ddpo-workers", args.ddpo_workers, 1),
+                                 ("--amortized-hidden", args.amortized_hidden, 0)):
+            if value < low:
+                raise ValueError(f"{flag} must be >= {low}, got {value}")
+        if not (math.isfinite(args.ddpo_lr) and args.ddpo_lr > 0):
+            raise ValueError(f"--ddpo-lr must be a finite number > 0, got {args.ddpo_lr}")
         prompts = args.prompts or rare_prompts()
         held_out = args.held_out or list(DEFAULT_HELD_OUT)
         for p in prompts + held_out:
             parse_prompt(p)
         if args.samples_per_prompt % args.ddpo_workers and "ddpo" in methods:
             raise ValueError(f"--samples-per-prompt {args.samples_per_prompt} must divide evenly over --ddpo-workers {args.ddpo_workers}")
-        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: no CUDA device here; use --device cpu")
+        if args.device:
+            check_device(args.device)
         if args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file; choose a folder")
     except ValueError as e:

@@ -67,8 +67,11 @@ def test_aggregate_and_criteria_from_hand_built_runs():
     (["--methods", "find", "--out", "X", "--seeds", "a,b"], "comma-separated integers"),
     (["--methods", "find", "--out", "X", "--prompts", "a purple circle"], "purple"),
     (["--methods", "ddpo", "--out", "X", "--samples-per-prompt", "5", "--ddpo-workers", "2"], "divide evenly"),
-    (["--methods", "amortized", "--out", "X", "--amortized-hidden", "-1"], "--amortized-hidden >= 0"),
-    pytest.param(["--methods", "find", "--out", "X", "--device", "cuda"], "no CUDA device",
+    (["--methods", "amortized", "--out", "X", "--amortized-hidden", "-1"], "--amortized-hidden must be >= 0"),
+    (["--methods", "ddpo", "--out", "X", "--ddpo-lr", "nan"], "--ddpo-lr must be a finite number > 0"),
+    (["--methods", "find", "--out", "X", "--seeds", ","], "--seeds names no seed"),
+    (["--methods", "find", "--out", "X", "--iterations", "0"], "--iterations must be >= 1"),
+    pytest.param(["--methods", "find", "--out", "X", "--device", "cuda"], "no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_compare_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):

@@ -35,3 +35,21 @@ def test_shipped_model_shows_the_problem_find_fixes():
     assert len(rare) == 6 and len(common) == 3
     assert sum(rare) / 6 < 0.5 and sum(common) / 3 > 0.9
     assert "Rare prompts average" in (SHAPES_MODEL_DIR / "README.md").read_text()
+
+
+def test_train_base_cli_refuses_bad_flags_and_keeps_an_existing_pipeline(tmp_path, capsys):
+    from find_rl.shapes.train_base import main
+
+    for argv, msg in ((["--steps", "0"], "--steps must be >= 1"), (["--lr", "nan"], "--lr must be a finite number > 0"),
+                      (["--rare-p", "0.5"], "leaves no mass"), (["--batch-size", "0"], "--batch-size must be >= 1"),
+                      (["--threads", "0"], "--threads must be >= 1"), (["--eval-samples", "1"], "--eval-samples must be >= 2")):
+        assert main(["--out", str(tmp_path / "new"), *argv]) == 2
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and msg in errors[0], errors
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "model_index.json").write_text("{}")
+    assert main(["--out", str(kept), "--steps", "1"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (kept / "model_index.json").read_text() == "{}"

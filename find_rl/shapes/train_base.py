@@ -2,7 +2,7 @@
 
 How to run::
 
-    python -m find_rl.shapes.train_base --out find_rl/shapes/model --steps 600 --seed 0 --threads 2
+    python -m find_rl.shapes.train_base --out find_rl/shapes/model --overwrite --steps 600 --seed 0 --threads 2
 
 The recipe (measured in the CPU prototype, see the model card): 30k skewed images, x0 prediction, cosine
 schedule, AdamW lr 2e-3 with a 100-step warm-up, batch 128, gradient clipping 1.0, EMA 0.995 with a warm-up,
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import sys
 import time
 from pathlib import Path
 
@@ -130,7 +132,7 @@ Rare prompts average **{np.mean(rare):.3f}**, common prompts **{np.mean(common):
     (out / "README.md").write_text(card)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output folder (a diffusers pipeline)")
     p.add_argument("--steps", type=int, default=600)
@@ -141,8 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
     p.add_argument("--eval-samples", type=int, default=256, help="samples per prompt for the model card baseline")
+    p.add_argument("--overwrite", action="store_true", help="replace a pipeline already in --out (e.g. the shipped model)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        check_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     pipe = train(steps=args.steps, seed=args.seed, rare_p=args.rare_p, num_images=args.num_images,
                  batch_size=args.batch_size, lr=args.lr)
@@ -156,7 +164,26 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "baseline.json").write_text(json.dumps(baseline, indent=2))
     write_model_card(args.out, args=args, train_seconds=pipe.train_seconds, baseline=baseline)
     logger.info("saved %s (%.0f s training)", args.out, pipe.train_seconds)
+    return 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One ``ValueError`` line per bad flag, before minutes of training (and before anything in ``--out`` is replaced)."""
+    for name in ("steps", "num_images", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.eval_samples < 2:
+        raise ValueError(f"--eval-samples must be >= 2 (the model card's diversity compares pairs), got {args.eval_samples}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.rare_p) and args.rare_p >= 0):
+        raise ValueError(f"--rare-p must be a finite share >= 0, got {args.rare_p}")
+    combination_probs(args.rare_p)  # and small enough to leave mass for the common combinations
+    if (args.out / "model_index.json").exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a pipeline; pass --overwrite to replace it, or choose another --out")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; choose a folder")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
