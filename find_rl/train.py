@@ -158,8 +158,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[RunSettings, FindSetti
         raise ValueError(f"--max-invalid-fraction must be in [0, 1], got {args.max_invalid_fraction}")
     if args.clip_param is not None and not args.clip_param > 0:  # NaN fails too
         raise ValueError(f"--clip-param must be > 0 (or 'inf' for no clipping), got {args.clip_param}")
-    if args.eval_samples < 0:
-        raise ValueError(f"--eval-samples must be >= 0 (0 skips the final report), got {args.eval_samples}")
+    if args.eval_samples < 0 or args.eval_samples == 1:
+        raise ValueError(f"--eval-samples must be 0 (no final report) or >= 2 (diversity compares pairs), got {args.eval_samples}")
     if args.dashboard and not 1 <= args.dashboard_port <= 65535:
         raise ValueError(f"--dashboard-port must be in [1, 65535], got {args.dashboard_port}")
     from find_rl.sampler import DiffusionSampler, SamplerSettings, check_device
