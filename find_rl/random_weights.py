@@ -27,7 +27,8 @@ _CLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=1
                     max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu")
 
 #: ``kind`` picks the pipeline class: "sd" (StableDiffusionPipeline), "sdxl" (StableDiffusionXLPipeline),
-#: "t2v" (TextToVideoSDPipeline, ModelScope's text-to-video). Full-size presets copy the public configs' shapes.
+#: "t2v" (TextToVideoSDPipeline, ModelScope's text-to-video), "animatediff" (AnimateDiffPipeline: an SD UNet plus a
+#: MotionAdapter, joined into a UNetMotionModel). Full-size presets copy the public configs' shapes.
 PIPELINE_PRESETS = {
     "tiny": dict(kind="sd", text=_TINY_TEXT, vae=_TINY_VAE,
                  unet=dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=16,
@@ -60,6 +61,13 @@ PIPELINE_PRESETS = {
                                attention_head_dim=4, norm_num_groups=8,
                                down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
                                up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))),
+    "tiny-animatediff": dict(kind="animatediff", text=_TINY_TEXT, vae=_TINY_VAE,
+                             unet=dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=16,
+                                       attention_head_dim=4, norm_num_groups=8,
+                                       down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+                             motion=dict(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=2,
+                                         motion_norm_num_groups=8, motion_max_seq_length=32)),
     "modelscope": dict(kind="t2v", vae=_SD_VAE,  # ali-vilab/text-to-video-ms-1.7b
                        text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
                                  max_position_embeddings=77, vocab_size=49408, hidden_act="gelu"),
@@ -124,6 +132,8 @@ def save_pipeline(path: str | Path, preset: str = "tiny", *, seed: int = 0, devi
             parts["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(p["text_2"]))
         parts["unet"] = unet_cls(in_channels=4, out_channels=4, **p["unet"])
         parts["vae"] = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **p["vae"])
+        if kind == "animatediff":
+            parts["motion_adapter"] = diffusers.MotionAdapter(**p["motion"])
     parts["tokenizer"] = clip_tokenizer(p["text"]["max_position_embeddings"])
     if kind == "sdxl":
         parts["tokenizer_2"] = clip_tokenizer(p["text_2"]["max_position_embeddings"])
@@ -135,6 +145,8 @@ def save_pipeline(path: str | Path, preset: str = "tiny", *, seed: int = 0, devi
                                                  requires_safety_checker=False)
     elif kind == "sdxl":
         pipe = diffusers.StableDiffusionXLPipeline(**parts, force_zeros_for_empty_prompt=True)
+    elif kind == "animatediff":
+        pipe = diffusers.AnimateDiffPipeline(**parts)
     else:
         pipe = diffusers.TextToVideoSDPipeline(**parts)
     (pipe if dtype == torch.float32 else pipe.to(dtype=dtype)).save_pretrained(path, safe_serialization=True)

@@ -44,6 +44,14 @@ def tiny_t2v(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_animatediff(tmp_path_factory):
+    """A tiny random-weight AnimateDiffPipeline (an SD UNet plus a MotionAdapter) saved to disk."""
+    from find_rl.random_weights import save_pipeline
+
+    return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-animatediff", "tiny-animatediff")
+
+
+@pytest.fixture(scope="session")
 def tiny_xclip(tmp_path_factory):
     """A tiny random-weight XCLIPModel (video-text reward) saved to disk."""
     from find_rl.random_weights import save_xclip_model

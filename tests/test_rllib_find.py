@@ -304,6 +304,7 @@ def test_mostly_invalid_rewards_stop_the_run_after_a_checkpoint(ray_local, monke
     ("tiny_sd", ["clip", "pickscore:0.1"], [], (4, 8, 8)),
     ("tiny_sdxl", ["clip", "aesthetic:0.1"], [], (4, 8, 8)),
     ("tiny_t2v", ["xclip", "clip:0.5"], ["--num-frames", "4"], (4, 4, 8, 8)),
+    ("tiny_animatediff", ["xclip"], ["--num-frames", "4"], (4, 4, 8, 8)),
 ])
 def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, tiny_clip, tiny_xclip, tiny_aesthetic, tmp_path,
                                            request):

@@ -71,3 +71,19 @@ def test_text_to_video_pipeline_latent_has_frames_and_generate_writes_gifs(tiny_
     from PIL import Image
 
     assert [p.suffix for p in paths] == [".gif", ".gif"] and Image.open(paths[0]).n_frames == 3
+
+
+def test_animatediff_pipeline_samples_videos_from_the_given_noise(tiny_animatediff):
+    """AnimateDiff (an SD UNet joined with a MotionAdapter): the noise enters through latents= like every other
+    pipeline, with a frame axis; the same noise gives the same clip, other noise another."""
+    from diffusers import AnimateDiffPipeline, DDIMScheduler
+
+    s = DiffusionSampler.from_pretrained(tiny_animatediff, SamplerSettings(num_inference_steps=2, num_frames=3))
+    assert isinstance(s.pipeline, AnimateDiffPipeline) and isinstance(s.pipeline.scheduler, DDIMScheduler) and s.is_video
+    assert s.latent_shape == (4, 3, 8, 8)
+    assert DiffusionSampler.from_pretrained(tiny_animatediff).latent_shape == (4, 16, 8, 8)  # the pipeline's default
+    g = torch.Generator().manual_seed(0)
+    z, other = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 3, 8, 8, generator=g)
+    a, b, c = (s.sample(n, ["a dog", "a cat"]).images for n in (z, z, other))
+    assert a.shape == (2, 3, 3, 16, 16) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.min() >= -1 and a.max() <= 1
