@@ -26,14 +26,15 @@ _SD_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownE
 _CLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                     max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu")
 
+_TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=16,
+                  attention_head_dim=4, norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+
 #: ``kind`` picks the pipeline class: "sd" (StableDiffusionPipeline), "sdxl" (StableDiffusionXLPipeline),
 #: "t2v" (TextToVideoSDPipeline, ModelScope's text-to-video), "animatediff" (AnimateDiffPipeline: an SD UNet plus a
 #: MotionAdapter, joined into a UNetMotionModel). Full-size presets copy the public configs' shapes.
 PIPELINE_PRESETS = {
-    "tiny": dict(kind="sd", text=_TINY_TEXT, vae=_TINY_VAE,
-                 unet=dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=16,
-                           attention_head_dim=4, norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))),
+    "tiny": dict(kind="sd", text=_TINY_TEXT, vae=_TINY_VAE, unet=_TINY_UNET),
     "sd15": dict(kind="sd", text=_CLIP_L_TEXT, vae=_SD_VAE,  # runwayml/stable-diffusion-v1-5
                  unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
                            cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
@@ -61,11 +62,7 @@ PIPELINE_PRESETS = {
                                attention_head_dim=4, norm_num_groups=8,
                                down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
                                up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))),
-    "tiny-animatediff": dict(kind="animatediff", text=_TINY_TEXT, vae=_TINY_VAE,
-                             unet=dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=16,
-                                       attention_head_dim=4, norm_num_groups=8,
-                                       down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+    "tiny-animatediff": dict(kind="animatediff", text=_TINY_TEXT, vae=_TINY_VAE, unet=_TINY_UNET,  # + a motion adapter
                              motion=dict(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=2,
                                          motion_norm_num_groups=8, motion_max_seq_length=32)),
     "modelscope": dict(kind="t2v", vae=_SD_VAE,  # ali-vilab/text-to-video-ms-1.7b
