@@ -29,9 +29,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from find_rl.envs.noise_bandit import NoiseBanditVectorEnv
+    from find_rl.settings import SamplerSettings
     from find_rl.shapes.world import rare_prompts
 
-    env = NoiseBanditVectorEnv(num_envs=args.batch, prompts=rare_prompts(), num_inference_steps=args.steps)
+    env = NoiseBanditVectorEnv(num_envs=args.batch, prompts=rare_prompts(), sampler=SamplerSettings(num_inference_steps=args.steps))
     pipe = env._b.sampler.pipeline  # the very same frozen diffusers pipeline object
     obs, info = env.reset(seed=0)
     prompts = [env.prompts[i] for i in info["prompt_index"]]

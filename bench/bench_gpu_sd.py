@@ -159,14 +159,14 @@ def main(argv=None) -> int:
         import ray
 
         from find_rl.config import find_ppo_config
-        from find_rl.settings import FindSettings, RunSettings
+        from find_rl.settings import RunSettings
 
         ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=4,
                  num_gpus=1 if dev.startswith("cuda") else 0)
-        run = RunSettings(model=model, reward=f"clip={clip}", prompts=PROMPTS, samples_per_prompt=batch // len(PROMPTS),
-                          latent_shape=tuple(shape), device=dev, dtype=dtype, num_inference_steps=steps_a, guidance_scale=cfg,
-                          torch_threads=None if dev.startswith("cuda") else 2, compile_unet=args.find_compile)
-        algo = find_ppo_config(run, FindSettings()).build_algo()
+        run = RunSettings(model=model, reward=[f"clip={clip}"], prompts=PROMPTS, samples_per_prompt=batch // len(PROMPTS),
+                          latent_shape=tuple(shape)).replace(device=dev, dtype=dtype, num_inference_steps=steps_a, guidance_scale=cfg,
+                                                             threads=2, compile_unet=args.find_compile)
+        algo = find_ppo_config(run).build_algo()
         n = run.batch_size
 
         def plain_and_score():

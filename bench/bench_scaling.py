@@ -29,14 +29,14 @@ def _rendered(env_runner) -> int:
 
 def measure(runners: int, args) -> dict:
     from find_rl.config import find_ppo_config
-    from find_rl.settings import FindSettings, RunSettings
-    from find_rl.shapes.world import rare_prompts
+    from find_rl.run import resolve
+    from find_rl.settings import RunSettings
 
     gpu = args.device.startswith("cuda")
-    run = RunSettings(prompts=rare_prompts(), samples_per_prompt=args.samples_per_prompt, num_env_runners=runners,
-                      num_gpus_per_env_runner=(1.0 / max(args.runners)) if gpu else 0.0, device=args.device,
-                      torch_threads=1)
-    algo = find_ppo_config(run, FindSettings()).build_algo()
+    run = resolve(RunSettings(samples_per_prompt=args.samples_per_prompt).replace(
+        num_env_runners=runners, num_gpus_per_env_runner=(1.0 / max(args.runners)) if gpu else 0.0, device=args.device,
+        threads=1))
+    algo = find_ppo_config(run).build_algo()
     group = algo.env_runner_group
 
     def sample_all() -> int:

@@ -33,16 +33,18 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    from find_rl import train
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
-    from find_rl.shapes.world import rare_prompts
+    import tempfile
+
+    from find_rl.ray_session import ray_session
+    from find_rl.run import FindRun, resolve
+    from find_rl.settings import RunSettings
 
     torch.set_num_threads(args.threads)
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    run = RunSettings(prompts=rare_prompts(), num_reward_workers=args.scorers, torch_threads=args.threads)
-    pool = train.start_scorers(run)
-    algo = find_ppo_config(run, FindSettings()).build_algo()
+    run = resolve(RunSettings().replace(num_reward_workers=args.scorers, threads=args.threads))
+    session = ray_session(run.resources, actors=args.scorers)
+    session.__enter__()
+    fr = FindRun(run, Path(tempfile.mkdtemp()), live_metrics=False)
+    pool, algo = fr.scorers, fr.algo
     faults, survived, lost, times, faulty = 0, 0, 0, [], []
     try:
         for it in range(args.iterations):
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
                 killer.start()
                 faults += 1
             t0 = time.perf_counter()
-            row = train.train_iteration(algo, run, it)
+            row = fr.train_iteration(it).to_dict()
             times.append(time.perf_counter() - t0)
             if killer is not None:
                 killer.join()
@@ -69,9 +71,8 @@ def main(argv=None) -> int:
             print(f"iter {it + 1:>3}  {times[-1]:.2f} s  align {row['alignment']:.3f}" + ("  <- scorer killed" if killer else ""),
                   flush=True)
     finally:
-        algo.stop()
-        pool.kill()
-        ray.shutdown()
+        fr.stop()
+        session.__exit__(None, None, None)
     healthy = statistics.median(t for i, t in enumerate(times) if i not in faulty and i > 0)
     time_lost = sum(max(0.0, times[i] - healthy) for i in faulty)
     res = {"iterations_completed": len(times), "faults_injected": faults, "faults_survived": survived,

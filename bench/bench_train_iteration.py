@@ -28,15 +28,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import ray
 
-    from find_rl.config import RunSettings, find_ppo_config
+    from find_rl.config import find_ppo_config
     from find_rl.rewards import ShapesReward
+    from find_rl.run import resolve
     from find_rl.sampler import DiffusionSampler
-    from find_rl.settings import FindSettings
-    from find_rl.shapes.world import rare_prompts
+    from find_rl.settings import RunSettings
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    run = RunSettings(prompts=rare_prompts(), torch_threads=args.threads)
-    algo = find_ppo_config(run, FindSettings()).build_algo()
+    run = resolve(RunSettings().replace(threads=args.threads))
+    algo = find_ppo_config(run).build_algo()
     sampler = DiffusionSampler.from_pretrained("shapes")
     reward = ShapesReward()
     prompts = [p for _ in range(run.samples_per_prompt) for p in run.prompts]

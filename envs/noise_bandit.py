@@ -30,8 +30,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from find_rl.metrics import RewardTimer
+from find_rl.observation import prompt_features
 from find_rl.rewards import make_reward, score_batch
 from find_rl.sampler import DiffusionSampler, SamplerSettings
+from find_rl.settings import check_prompts
 from find_rl.shapes.world import rare_prompts
 
 INFO_KEYS = ("score", "aligned", "shape_ok", "colour_ok", "valid")
@@ -46,13 +48,7 @@ class _Bandit:
         model: str = "shapes",
         prompts: list[str] | None = None,
         reward: str | list[str] = "shapes",
-        num_inference_steps: int = 10,
-        guidance_scale: float = 1.0,
-        eta: float = 0.0,
-        device: str = "cpu",
-        dtype: str = "float32",
-        compile_unet: bool = False,
-        num_frames: int | None = None,
+        sampler: SamplerSettings | dict | None = None,
         num_reward_workers: int = 0,
         prompt_assignment: str = "round_robin",
         torch_threads: int | None = None,
@@ -61,21 +57,20 @@ class _Bandit:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.prompts = list(prompts) if prompts is not None else rare_prompts()
-        if not self.prompts or any(not isinstance(p, str) or not p.strip() for p in self.prompts):
-            raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {self.prompts!r}")
+        if not self.prompts:
+            raise ValueError("prompts is empty; give the env at least one prompt")
+        check_prompts(self.prompts, "prompts")
         if prompt_assignment not in ("round_robin", "random"):
             raise ValueError(f"prompt_assignment must be 'round_robin' or 'random', got {prompt_assignment!r}")
         self.prompt_assignment = prompt_assignment
-        settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
-                                   device=device, dtype=dtype, compile_unet=compile_unet,
-                                   num_frames=num_frames)
+        settings = SamplerSettings(**sampler) if isinstance(sampler, dict) else (sampler or SamplerSettings())
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
         if num_reward_workers > 0:  # score on the named scorer actors the driver created (find_rl.scorers)
             from find_rl.scorers import ScorerPool
 
             self.reward = ScorerPool.connect(num_reward_workers)
         elif isinstance(reward, (str, list)):
-            self.reward = make_reward(reward, device=device, dtype=dtype)
+            self.reward = make_reward(reward, device=settings.device, dtype=settings.dtype)
         else:
             self.reward = reward
         self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)
@@ -88,24 +83,6 @@ class _Bandit:
         out = self.sampler.sample(np.asarray(actions, dtype=np.float32), prompts)
         scored = self.reward_timer.time(lambda: score_batch(self.reward, out.images, prompts), len(prompts))
         return scored | {"images": out.images}
-
-
-def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:
-    """``(P, P + E)`` float32: one-hot prompt index, then the pooled text embedding (see the module docstring)."""
-    onehot = np.eye(len(prompts), dtype=np.float32)
-    enc = getattr(pipeline, "text_encoder", None)
-    tokenizer = getattr(pipeline, "tokenizer", None)
-    if enc is not None and hasattr(enc, "encode"):  # the shapes world's encoder
-        with torch.no_grad():
-            emb = enc.encode(prompts).float().cpu().numpy()
-    elif enc is not None and tokenizer is not None:  # transformers CLIP text encoders (SD, SDXL, ModelScope): pooled output
-        tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt")
-        with torch.no_grad():
-            emb = enc(tok.input_ids.to(enc.device)).pooler_output.float().cpu().numpy()
-    else:
-        emb = np.zeros((len(prompts), 0), np.float32)
-    return np.concatenate([onehot, emb], axis=1)
 
 
 class NoiseBanditEnv(gym.Env):

@@ -1,66 +1,90 @@
-"""``find_ppo_config``: the RLlib ``PPOConfig`` for FIND, built from typed settings and validated early."""
+"""``FindPPOConfig``: RLlib's ``PPOConfig`` that carries FIND's typed learner settings, and ``find_ppo_config``, the one
+builder that turns :class:`~find_rl.settings.RunSettings` into it.
+
+The learner reads ``config.find`` (a :class:`~find_rl.settings.FindSettings`) and ``config.prompts`` instead of a
+loose ``learner_config_dict``; the RLModule is chosen by the policy family (``--policy-type``).
+"""
 
 from __future__ import annotations
 
-import math
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
 
 from find_rl import ENV_ID
 from find_rl.learner import FindPPOTorchLearner
 from find_rl.noise_module import AmortizedNoisePolicyModule, NoisePolicyModule
-from find_rl.settings import FindSettings, RunSettings  # noqa: F401  (RunSettings re-exported)
+from find_rl.settings import FindSettings, PolicySettings, RunSettings
 
 #: "module:id" makes every process (env-runner actors included) import find_rl, which registers the env.
 ENV = f"find_rl:{ENV_ID}"
 
+MODULES = {"per-prompt": NoisePolicyModule, "amortized": AmortizedNoisePolicyModule}
 
-def find_ppo_config(run: RunSettings, find: FindSettings) -> PPOConfig:
-    """Build the PPOConfig: vector env, NoisePolicyModule, FindPPOTorchLearner, one render call per iteration."""
+
+class FindPPOConfig(PPOConfig):
+    """PPOConfig plus ``find`` (FIND's learner settings) and ``prompts`` (the env's prompt list: metric names)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class)
+        self.find = FindSettings()
+        self.prompts: list[str] = []
+
+    def find_settings(self, find: FindSettings, prompts: list[str]) -> "FindPPOConfig":
+        """Set FIND's learner settings and the PPO knobs they carry under RLlib's names."""
+        self.find = find
+        self.prompts = list(prompts)
+        return self.training(lr=find.lr, num_epochs=find.num_epochs, clip_param=find.clip_param)
+
+    @override(PPOConfig)
+    def get_default_learner_class(self):
+        return FindPPOTorchLearner
+
+    @override(PPOConfig)
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.find, FindSettings):
+            raise ValueError(f"FindPPOConfig.find must be a FindSettings, got {type(self.find).__name__}; use .find_settings()")
+        if not self.prompts:
+            raise ValueError("FindPPOConfig has no prompts; call .find_settings(find, prompts)")
+
+
+def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...]) -> RLModuleSpec:
+    """The noise policy's RLModule for this family and parametrisation."""
+    return RLModuleSpec(
+        module_class=MODULES[policy.policy_type],
+        model_config=dict(num_prompts=num_prompts, latent_shape=list(latent_shape), mean_resolution=policy.mean_resolution,
+                          std_mode=policy.std_mode, learn_std=policy.learn_std, min_std=policy.min_std,
+                          mean_highpass=policy.mean_highpass, hidden=policy.amortized_hidden, rank=policy.amortized_rank,
+                          linear=policy.amortized_linear),
+    )
+
+
+def find_ppo_config(run: RunSettings) -> FindPPOConfig:
+    """Build the config: vector env, the policy family's RLModule, FindPPOTorchLearner, one render call per iteration."""
     run.validate()
-    find.prompts = list(run.prompts)
+    res, find = run.resources, run.find
     train_batch = run.batch_size * run.runners  # one vector step per runner per iteration (reset steps do not count)
     # RLlib turns each one-step episode into 2 rows (one masked), so a minibatch of M rows holds ~M/2 samples;
     # None = the whole batch in every gradient step.
-    minibatch = None if run.minibatches_per_epoch == 1 else 2 * train_batch // run.minibatches_per_epoch
-    config = (
-        PPOConfig()
+    minibatch = None if find.minibatches_per_epoch == 1 else 2 * train_batch // find.minibatches_per_epoch
+    return (
+        FindPPOConfig()
         .environment(ENV, env_config=run.env_config(), disable_env_checking=True)
         .env_runners(
-            num_env_runners=run.num_env_runners,
+            num_env_runners=res.num_env_runners,
             num_envs_per_env_runner=run.batch_size,
             gym_env_vectorize_mode="vector_entry_point",
-            num_gpus_per_env_runner=run.num_gpus_per_env_runner,
-            custom_resources_per_env_runner=dict(run.env_runner_resources),
+            num_gpus_per_env_runner=res.num_gpus_per_env_runner,
+            custom_resources_per_env_runner=dict(res.env_runner_resources),
             rollout_fragment_length="auto",
         )
-        .learners(learner_class=FindPPOTorchLearner, learner_config_dict=find.to_dict(),
-                  num_gpus_per_learner=run.num_gpus_per_learner)
-        .training(
-            lr=run.lr,
-            train_batch_size_per_learner=train_batch,
-            minibatch_size=minibatch,
-            num_epochs=run.num_epochs,
-            clip_param=run.clip_param if run.clip_param is not None else math.inf,
-            gamma=1.0,
-            lambda_=1.0,
-            use_kl_loss=False,
-            use_critic=False,
-            entropy_coeff=0.0,
-            grad_clip=None,
-        )
-        .rl_module(
-            rl_module_spec=RLModuleSpec(
-                module_class=AmortizedNoisePolicyModule if run.policy_type == "amortized" else NoisePolicyModule,
-                model_config=dict(num_prompts=len(run.prompts), latent_shape=list(run.latent_shape),
-                                  mean_resolution=run.mean_resolution, std_mode=run.std_mode,
-                                  learn_std=run.learn_std, min_std=run.min_std, mean_highpass=run.mean_highpass,
-                                  hidden=run.amortized_hidden, rank=run.amortized_rank, linear=run.amortized_linear),
-            )
-        )
+        .learners(num_gpus_per_learner=res.num_gpus_per_learner)
+        .find_settings(find, run.prompts)
+        .training(train_batch_size_per_learner=train_batch, minibatch_size=minibatch, gamma=1.0, lambda_=1.0,
+                  use_kl_loss=False, use_critic=False, entropy_coeff=0.0, grad_clip=None)
+        .rl_module(rl_module_spec=module_spec(run.policy, num_prompts=len(run.prompts), latent_shape=run.latent_shape))
         # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile
-        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=1000,
-                         ignore_env_runner_failures=False)
-        .debugging(seed=run.seed)
+        .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=1000, ignore_env_runner_failures=False)
+        .debugging(seed=run.loop.seed)
     )
-    return config

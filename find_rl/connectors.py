@@ -23,6 +23,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from find_rl.calibration import RewardCalibrator, per_prompt_mean
 from find_rl import keys
+from find_rl.observation import ObservationLayout
 
 
 class CalibrateRewards(ConnectorV2):
@@ -53,7 +54,7 @@ class CalibrateRewards(ConnectorV2):
                 continue
             num_prompts = len(self.prompts)
             obs = mb[Columns.OBS][rows]
-            group = obs[:, :num_prompts].argmax(-1)
+            group = ObservationLayout(num_prompts).prompt_index(obs)
             rewards = mb[Columns.REWARDS][rows].float()
             result = self.calibrator.update(
                 dist_inputs=mb[Columns.ACTION_DIST_INPUTS][rows], prompt_feat=obs, group=group, rewards=rewards

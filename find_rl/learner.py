@@ -14,7 +14,6 @@ Hooks (each marked ``@override``):
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from find_rl import policy_math as pm
 from find_rl.anchor import AdaptiveAnchor
 from find_rl.calibration import RewardCalibrator
 from find_rl.connectors import CalibrateRewards
-from find_rl.settings import FindSettings
+from find_rl.observation import ObservationLayout
 
 CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
@@ -39,13 +38,15 @@ class FindPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def build(self) -> None:
         super().build()  # PPOLearner prepends AddOneTsToEpisodesAndTruncate and appends GAE here
-        self.find_settings = FindSettings.from_dict(self.config.learner_config_dict)
-        s = self.find_settings
+        self.find_settings = s = self.config.find  # typed (find_rl.config.FindPPOConfig)
+        self.prompts = list(self.config.prompts)
+        self.layout = ObservationLayout(len(self.prompts))
         module = next(iter(self.module.values())).unwrapped()
         self.calibrator = RewardCalibrator(
             latent_shape=module.latent_shape,
             prompt_dim=module.observation_space.shape[0],
-            enabled=s.calibration,
+            baseline=s.baseline,
+            ema_momentum=s.ema_momentum,
             normalize=s.calibration_normalize,
             hidden=s.calibration_hidden,
             lr=s.calibration_lr,
@@ -62,7 +63,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
             self._learner_connector.append(
-                CalibrateRewards(calibrator=self.calibrator, prompts=s.prompts, anchor=self.adaptive_anchor))
+                CalibrateRewards(calibrator=self.calibrator, prompts=self.prompts, anchor=self.adaptive_anchor))
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -82,7 +83,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
         logp_old = batch[Columns.ACTION_LOGP] / dim  # behaviour policy, as recorded by the env runner
         log_r = pm.log_ratio(logp_new, logp_old)
         ratio = torch.exp(log_r)
-        clip = config.clip_param if config.clip_param is not None and math.isfinite(config.clip_param) else None
+        clip = s.clip  # None: no clipping (--clip-param inf)
         surrogate = pm.clipped_surrogate(ratio, batch[Postprocessing.ADVANTAGES], clip, mode=s.surrogate)
         policy_loss = masked_mean(surrogate)
         if s.anchor == "none":
@@ -91,7 +92,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
             per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
             anchor = masked_mean(per_row)
             if self.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
-                coeff = self.adaptive_anchor.coeffs.to(mu.device)[batch[Columns.OBS][:, : len(s.prompts)].argmax(-1)]
+                coeff = self.adaptive_anchor.coeffs.to(mu.device)[self.layout.prompt_index(batch[Columns.OBS])]
                 weighted_anchor = masked_mean(coeff * per_row)
             else:
                 weighted_anchor = s.anchor_coeff * anchor

@@ -28,6 +28,8 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
+from find_rl.observation import ObservationLayout
+
 
 class _GaussianNoiseModule(TorchRLModule):
     """What both noise policies share: the config checks, the forward pass (RLlib's DiagGaussian inputs
@@ -36,6 +38,7 @@ class _GaussianNoiseModule(TorchRLModule):
     def _read_shapes(self) -> None:
         cfg = self.model_config
         self.num_prompts = int(cfg["num_prompts"])
+        self.layout = ObservationLayout(self.num_prompts)
         self.latent_shape = tuple(int(v) for v in cfg["latent_shape"])
         if math.prod(self.latent_shape) != self.action_space.shape[0]:
             raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
@@ -101,12 +104,9 @@ class NoisePolicyModule(_GaussianNoiseModule):
         """Keep log sigma on or above its floor (called by the learner after each update)."""
         self.log_std.clamp_(min=self.min_log_std)
 
-    def prompt_index(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs[:, : self.num_prompts].argmax(-1)
-
     @override(_GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.distribution(self.prompt_index(obs))
+        return self.distribution(self.layout.prompt_index(obs))
 
 
 class AmortizedNoisePolicyModule(_GaussianNoiseModule):
@@ -131,4 +131,4 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
 
     @override(_GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net(obs[:, self.num_prompts :])
+        return self.net(self.layout.embedding(obs))

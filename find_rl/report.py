@@ -54,42 +54,6 @@ def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
     return path
 
 
-def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path) -> tuple[Path, Path]:
-    """Training-batch alignment vs reward evaluations per prompt and vs wall-clock, one line per method (mean over
-    seeds); methods without a training curve appear as points at their scored alignment (x = their evaluations)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", "alignment_vs_evals.png"),
-                               ("wall_s", "wall-clock seconds (training)", "alignment_vs_wall.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for method, seeds in histories.items():
-            seeds = [h for h in seeds if h]
-            if seeds:
-                n = min(len(h) for h in seeds)
-                x = np.mean([[r[x_key] for r in h[:n]] for h in seeds], 0)
-                y = np.mean([[r["alignment"] for r in h[:n]] for h in seeds], 0)
-                ax.plot(x, y, label=method)
-            elif method in summary:
-                s = summary[method]
-                xv = s["reward_evals"] if x_key == "reward_evals_per_prompt" else s["wall_s"]["mean"]
-                ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, label=f"{method} (scored)", zorder=3)
-        ax.set_xlabel(label)
-        ax.set_ylabel("alignment (training batches)")
-        ax.set_ylim(0, 1.02)
-        if x_key == "wall_s":
-            ax.set_xscale("log")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        paths.append(out / name)
-    return paths[0], paths[1]
-
-
 COLUMNS = ("prompt", "base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity",
            "diversity_kept", "samples", "held_out")
 _MEANS = COLUMNS[1:-2]

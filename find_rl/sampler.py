@@ -9,46 +9,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
 from find_rl.models import load_pipeline, torch_dtype
+from find_rl.settings import SamplerSettings  # noqa: F401  (declared with the other settings; used here)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How the frozen model renders. Part of an exported policy's metadata."""
-
-    num_inference_steps: int = 10
-    guidance_scale: float = 1.0
-    eta: float = 0.0  # 0 = deterministic DDIM; > 0 makes the reward noisy given the noise
-    device: str = "cpu"
-    dtype: str = "float32"
-    scheduler: str = "ddim"  # "ddim": swap the pipeline's scheduler for DDIM; "keep": use the checkpoint's own
-    compile_unet: bool = False  # the fast path: denoiser in channels_last and wrapped by torch.compile (GPU)
-    num_frames: int | None = None  # video pipelines: frames per clip (None: the pipeline's default)
-
-    def __post_init__(self):
-        if self.scheduler not in ("ddim", "keep"):
-            raise ValueError(f"scheduler must be 'ddim' or 'keep', got {self.scheduler!r}")
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if not 0.0 <= self.eta <= 1.0:  # DDIM's sigma: 0 deterministic, 1 DDPM's; above 1 the step takes the root of a negative
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-        if not math.isfinite(self.guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {self.guidance_scale}")
-        if self.num_frames is not None and self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
-        torch_dtype(self.dtype)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_device(device: str) -> None:

@@ -1,138 +1,265 @@
-"""Typed, validated settings: ``RunSettings`` (what to train, how to sample) and ``FindSettings`` (FIND's own
-hyperparameters beyond RLlib's PPO ones). No Ray import here, so ``--help`` and validation stay fast.
+"""Typed settings of a FIND run, in parts. Every setting is declared once (default, flag, help, check: see
+:mod:`find_rl.fields`); the commands' flags are generated from these declarations.
 
-They travel to the Learner inside ``config.learners(learner_config_dict=...)`` as a plain dict.
-RLlib's names are kept for RLlib's knobs (``clip_param``, ``lr``, ``num_epochs``, ``minibatch_size``).
+Parts (each validates itself on construction; :meth:`RunSettings.validate` adds the checks that span parts):
+
+- :class:`SamplerSettings`: how the frozen model renders (also part of an exported policy's metadata);
+- :class:`ResourceSettings`: where the work runs (env runners, reward workers, GPUs, threads, the Ray cluster);
+- :class:`PolicySettings`: the noise-policy family and its parametrisation;
+- :class:`FindSettings`: FIND's optimisation: RLlib's PPO knobs under their RLlib names (``lr``, ``clip_param``,
+  ``num_epochs``) plus the surrogate, the anchor and the reward baseline (calibration);
+- :class:`LoopSettings`: the run's loop (iterations, seed, checkpoints, final report);
+- :class:`RunSettings`: what to train (model, reward, prompts, samples per prompt) and the parts above.
+
+A saved run (``run.json``) holds :meth:`RunSettings.to_dict`; :meth:`RunSettings.from_dict` refuses unknown keys.
+No Ray and no torch here, so ``--help`` and validation stay fast.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+
+from find_rl.fields import (at_least, check_fields, finite, finite_nonnegative, finite_positive, from_dict, in_range, one_of,
+                            positive, setting)
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+POLICY_TYPES = ("per-prompt", "amortized")
+BASELINES = ("calibrated", "mean", "ema", "none")
 
 
-@dataclass
-class FindSettings:
-    prompts: list[str] = field(default_factory=list)  # the env's prompt list (metric names, exports)
-    surrogate: str = "ppo"  # "ppo": min(unclipped, clipped); "clamp": the released code's clamp-only loss
-    anchor: str = "kl"  # pull toward N(0, I): "kl" (analytic Gaussian KL), "l2" (the paper's stand-in), "none"
-    anchor_coeff: float = 0.0  # weight of the anchor term (per-element mean); initial weight when adaptive
-    target_alignment: float | None = None  # if set: per-prompt adaptive anchor weight (find_rl/anchor.py)
-    anchor_factor: float = 1.5  # multiplicative adaptation of the adaptive anchor weight per iteration
-    calibration: bool = True  # dynamic reward calibration r - g(mu, sigma, c); False = ablation
-    calibration_normalize: str = "prompt"  # divide r* by the per-prompt ("prompt") or batch std, or "none"
-    calibration_lr: float = 1e-2
-    calibration_steps: int = 50
-    calibration_history: int = 4
-    calibration_hidden: int = 64
+def parse_clip(text: str) -> float:
+    """``--clip-param`` text: a number, or inf/none/off for no clipping (stored as ``math.inf``)."""
+    if str(text).lower() in ("inf", "none", "off"):
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--clip-param must be a number or 'inf', got {text!r}") from None
 
+
+def parse_resolution(text: str) -> int | None:
+    if str(text) == "full":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--mean-resolution must be a whole number or 'full', got {text!r}") from None
+
+
+def parse_resources(specs: list[str]) -> dict[str, float]:
+    out = {}
+    for spec in specs:
+        name, eq, amount = spec.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = math.nan
+        if not eq or not name.strip() or not value > 0:
+            raise ValueError(f"--env-runner-resources {spec!r}: write NAME=AMOUNT with AMOUNT > 0, e.g. sampler=1")
+        out[name.strip()] = value
+    return out
+
+
+def _eval_samples(v: int) -> str | None:
+    return None if v == 0 or v >= 2 else "0 (no final report) or >= 2 (diversity compares pairs)"
+
+
+def _above_one(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 1 else "a finite number > 1"
+
+
+def check_prompts(prompts: list, flag: str = "--prompts") -> None:
+    """Prompts are non-empty strings, each once (the env checks its own list with this too)."""
+    if any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise ValueError(f"{flag} got an empty prompt; pass non-empty prompts like 'a green circle'")
+    if len(set(prompts)) != len(prompts):
+        raise ValueError(f"{flag} lists a prompt twice; each prompt gets one distribution")
+
+
+class _Part:
     def __post_init__(self):
-        if self.surrogate not in ("ppo", "clamp"):
-            raise ValueError(f"surrogate must be 'ppo' or 'clamp', got {self.surrogate!r}")
-        if self.anchor not in ("kl", "l2", "none"):
-            raise ValueError(f"anchor must be 'kl', 'l2' or 'none', got {self.anchor!r}")
-        if not (math.isfinite(self.anchor_coeff) and self.anchor_coeff >= 0):
-            raise ValueError(f"anchor_coeff must be a finite number >= 0, got {self.anchor_coeff}")
-        if self.target_alignment is not None and not 0.0 < self.target_alignment <= 1.0:
-            raise ValueError(f"target_alignment must be in (0, 1], got {self.target_alignment}")
-        if self.target_alignment is not None and self.anchor == "none":
-            raise ValueError("target_alignment adapts the anchor weight; choose --anchor kl or l2, not none")
-        if self.calibration_steps < 0 or self.calibration_history < 1:
-            raise ValueError("calibration_steps must be >= 0 and calibration_history >= 1")
-        if not (math.isfinite(self.calibration_lr) and self.calibration_lr > 0) or self.calibration_hidden < 1:
-            raise ValueError(f"calibration_lr must be a finite number > 0 and calibration_hidden >= 1, got {self.calibration_lr}, "
-                             f"{self.calibration_hidden}")
+        check_fields(self)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "FindSettings":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+@dataclass(frozen=True)
+class SamplerSettings(_Part):
+    """How the frozen model renders. Part of an exported policy's metadata."""
+
+    num_inference_steps: int = setting(10, check=at_least(1), help="denoising steps of the frozen model")
+    guidance_scale: float = setting(1.0, check=finite, help="classifier-free guidance scale")
+    eta: float = setting(0.0, check=in_range(0, 1), help="DDIM eta (0 = deterministic; > 0 makes the reward noisy)")
+    device: str = setting("cpu", help="device of the frozen model in each env runner")
+    dtype: str = setting("float32", check=one_of(*DTYPE_NAMES), cli={"choices": DTYPE_NAMES},
+                         help="dtype of the frozen model and reward models (float16/bfloat16 on GPU)")
+    scheduler: str = setting("ddim", flag="", check=one_of("ddim", "keep"),
+                             help="'ddim': swap the pipeline's scheduler for DDIM; 'keep': the checkpoint's own")
+    compile_unet: bool = setting(False, cli={"action": "store_true"},
+                                 help="torch.compile + channels_last for the denoiser (GPU fast path)")
+    num_frames: int | None = setting(None, check=at_least(1), cli={"type": int},
+                                     help="video pipelines: frames per clip (default: the pipeline's)")
 
 
 @dataclass
-class RunSettings:
-    """Everything one FIND run needs besides :class:`FindSettings`. Defaults = the embedded shapes world."""
+class ResourceSettings(_Part):
+    num_env_runners: int = setting(0, check=at_least(0), help="env-runner actors (0: sample in this process)")
+    num_gpus_per_env_runner: float = setting(0.0, check=finite_nonnegative, help="fractional: several runners share a GPU")
+    env_runner_resources: dict = setting(factory=dict, parse=parse_resources, cli={"nargs": "+", "metavar": "NAME=AMOUNT"},
+                                         help="custom Ray resources each env runner needs (pins runners to node types, e.g. sampler=1)")
+    num_gpus_per_learner: float = setting(0.0, flag="", check=finite_nonnegative)
+    num_reward_workers: int = setting(0, check=at_least(0), aliases=("--num-scorers",),
+                                      help="reward-scorer actors shared by the env runners (0: score inside each env runner)")
+    num_gpus_per_reward_worker: float = setting(0.0, check=finite_nonnegative, aliases=("--num-gpus-per-scorer",),
+                                                help="GPU share of each scorer actor (fractional ok)")
+    threads: int = setting(2, check=at_least(1), help="torch CPU threads in this process")
+    address: str | None = setting(None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    dashboard: bool = setting(False, cli={"action": "store_true"},
+                              help="start the Ray dashboard (bound to 127.0.0.1) for a local Ray")
+    dashboard_port: int = setting(8265, check=in_range(1, 65535))
 
-    model: str = "shapes"
-    reward: str | list[str] = "shapes"  # NAME[=PATH][:WEIGHT] spec(s), see find_rl.rewards
-    prompts: list[str] = field(default_factory=list)
-    latent_shape: tuple[int, ...] = (3, 16, 16)
-    samples_per_prompt: int = 32  # images per prompt per iteration (per env runner)
-    num_env_runners: int = 0  # 0: sample in the driver process (fastest on a small CPU box)
-    num_gpus_per_env_runner: float = 0.0
-    env_runner_resources: dict = field(default_factory=dict)  # custom Ray resources per env runner, e.g. {"sampler": 1}
-    num_gpus_per_learner: float = 0.0
-    num_reward_workers: int = 0  # reward-scorer actors (find_rl.scorers); 0 = score inside each env runner
-    num_gpus_per_reward_worker: float = 0.0
-    device: str = "cpu"
-    dtype: str = "float32"  # of the frozen model (and reward models): float32, float16, bfloat16
-    compile_unet: bool = False  # torch.compile + channels_last for the denoiser (GPU fast path)
-    num_frames: int | None = None  # video pipelines: frames per clip (None: the pipeline's default)
-    num_inference_steps: int = 10
-    guidance_scale: float = 1.0
-    eta: float = 0.0
-    torch_threads: int | None = None
-    lr: float = 0.05
-    clip_param: float | None = 0.2  # None / inf: no clipping (ablation)
-    num_epochs: int = 4
-    minibatches_per_epoch: int = 1
-    mean_resolution: int | None = 4
-    mean_highpass: int | None = None  # remove the mean's k x k block averages (steer without moving the layout)
-    std_mode: str = "scalar"
-    policy_type: str = "per-prompt"  # "per-prompt": one Gaussian per prompt; "amortized": mu, sigma = f(text embedding)
-    amortized_hidden: int = 64  # amortized only: hidden units of an extra MLP path (0: linear in the embedding)
-    amortized_rank: int = 0  # amortized only: rank of the channel x space path (0: none)
-    amortized_linear: bool = True  # amortized only: keep the path linear in the embedding
-    eval_prompts: list[str] = field(default_factory=list)  # amortized only: held-out prompts exported and scored too
-    learn_std: bool = False  # sigma = 1: the learned mean alone steers (a learned sigma shrinks and costs diversity)
-    min_std: float = 0.5
-    seed: int = 0
 
-    def validate(self) -> None:
-        if not self.prompts:
-            raise ValueError("no prompts given; pass --prompts 'a green circle' ... or a --prompts-file")
-        if self.num_env_runners < 0 or not self.num_gpus_per_env_runner >= 0 or not self.num_gpus_per_learner >= 0:
-            raise ValueError(f"num_env_runners, num_gpus_per_env_runner and num_gpus_per_learner must be >= 0, got "
-                             f"{self.num_env_runners}, {self.num_gpus_per_env_runner}, {self.num_gpus_per_learner}")
-        if self.num_reward_workers < 0 or not self.num_gpus_per_reward_worker >= 0:
-            raise ValueError(f"num_reward_workers and num_gpus_per_reward_worker must be >= 0, got {self.num_reward_workers}, {self.num_gpus_per_reward_worker}")
-        if self.samples_per_prompt < 2:
-            raise ValueError(f"samples_per_prompt must be >= 2 (per-prompt statistics), got {self.samples_per_prompt}")
-        if self.clip_param is not None and not self.clip_param > 0:  # NaN fails too; inf passes (no clipping)
-            raise ValueError(f"clip_param must be > 0 (or 'inf' for no clipping), got {self.clip_param}")
-        if not (math.isfinite(self.lr) and self.lr > 0) or self.num_epochs < 1:
-            raise ValueError(f"lr must be a finite number > 0 and num_epochs >= 1, got lr={self.lr}, num_epochs={self.num_epochs}")
-        if not (math.isfinite(self.min_std) and self.min_std > 0):
-            raise ValueError(f"min_std must be a finite number > 0 (the floor of the policy's std), got {self.min_std}")
-        if self.minibatches_per_epoch < 1 or self.batch_size % self.minibatches_per_epoch:
-            raise ValueError(
-                f"minibatches_per_epoch={self.minibatches_per_epoch} must divide the batch of {self.batch_size} samples"
-            )
-        if self.mean_highpass is not None and len(self.latent_shape) != 3:
-            raise ValueError(f"mean_highpass works on image latents (C, H, W), not {tuple(self.latent_shape)}; drop --mean-highpass")
-        if self.mean_highpass is not None and (self.mean_highpass < 1 or any(n % self.mean_highpass for n in self.latent_shape[1:])):
-            raise ValueError(f"mean_highpass must be a block size >= 1 that divides the latent's {tuple(self.latent_shape[1:])}, "
-                             f"got {self.mean_highpass}")
-        if self.policy_type not in ("per-prompt", "amortized"):
-            raise ValueError(f"policy_type must be 'per-prompt' or 'amortized', got {self.policy_type!r}")
+@dataclass
+class PolicySettings(_Part):
+    policy_type: str = setting("per-prompt", check=one_of(*POLICY_TYPES), cli={"choices": POLICY_TYPES},
+                               help="'amortized': one prompt-conditioned policy mu, sigma = f(text embedding) for all prompts")
+    mean_resolution: int | None = setting(4, parse=parse_resolution, check=at_least(1),
+                                          help="spatial resolution of the learned mean (upsampled), or 'full'")
+    mean_highpass: int | None = setting(None, check=at_least(1), cli={"type": int},
+                                        help="remove the learned mean's k x k block averages")
+    std_mode: str = setting("scalar", check=one_of("scalar", "element"), cli={"choices": ("scalar", "element")})
+    learn_std: bool = setting(False, cli={"action": argparse.BooleanOptionalAction}, help="learn sigma (default: sigma = 1)")
+    min_std: float = setting(0.5, check=finite_positive, help="floor of the policy's std")
+    amortized_hidden: int = setting(64, check=at_least(0),
+                                    help="amortized only: hidden units of an MLP path beside the linear one (0: mu linear in the embedding)")
+    amortized_rank: int = setting(0, check=at_least(0),
+                                  help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)")
+    amortized_linear: bool = setting(True, cli={"action": argparse.BooleanOptionalAction},
+                                     help="amortized only: keep the path linear in the embedding")
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.policy_type == "amortized" and (self.std_mode != "scalar" or self.mean_highpass is not None):
             raise ValueError("the amortized policy has a scalar std and no high-pass mean; drop --std-mode element / --mean-highpass")
-        if self.amortized_hidden < 0 or self.amortized_rank < 0:
-            raise ValueError(f"--amortized-hidden and --amortized-rank must be >= 0, got {self.amortized_hidden}, {self.amortized_rank}")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
-        if self.eval_prompts and self.policy_type != "amortized":
-            raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized: a per-prompt policy has nothing for them")
-        if any(not isinstance(p, str) or not p.strip() for p in self.eval_prompts):
-            raise ValueError("--eval-prompts got an empty prompt; pass held-out prompts like 'a green circle'")
+
+
+@dataclass
+class FindSettings(_Part):
+    """FIND's optimisation settings; they reach the learner inside :class:`find_rl.config.FindPPOConfig`."""
+
+    lr: float = setting(0.05, check=finite_positive, help="learning rate of the noise policy")
+    clip_param: float = setting(0.2, parse=parse_clip, check=positive,
+                                help="PPO ratio clip on the per-element ratio; 'inf' = none")
+    num_epochs: int = setting(4, check=at_least(1), help="passes over each batch")
+    minibatches_per_epoch: int = setting(1, check=at_least(1))
+    surrogate: str = setting("ppo", check=one_of("ppo", "clamp"), cli={"choices": ("ppo", "clamp")},
+                             help="'clamp' = the released code's clamp-only loss")
+    anchor: str = setting("kl", check=one_of("kl", "l2", "none"), cli={"choices": ("kl", "l2", "none")},
+                          help="regulariser toward N(0, I)")
+    anchor_coeff: float = setting(0.0, check=finite_nonnegative, help="anchor weight (initial weight if --target-alignment)")
+    target_alignment: float | None = setting(None, check=in_range(0, 1, open_low=True), cli={"type": float},
+                                             help="adapt each prompt's anchor weight to hold its training alignment at this level")
+    anchor_factor: float = setting(1.5, flag="", check=_above_one,
+                                   help="multiplicative adaptation of the adaptive anchor weight per iteration")
+    baseline: str = setting("calibrated", check=one_of(*BASELINES), cli={"choices": BASELINES},
+                            extra_flags=(("--no-calibration", {"action": "store_const", "const": "none",
+                                                                "help": "ablation: train on raw rewards (= --baseline none)"}),),
+                            help="what is subtracted from each reward: g(mu, sigma, c) (calibrated, FIND's), the prompt's batch "
+                                 "mean, a running per-prompt mean (ema), or nothing")
+    ema_momentum: float = setting(0.9, check=in_range(0, 0.999),
+                                  help="--baseline ema: weight of the running mean's past (0: the previous batch's mean)")
+    calibration_normalize: str = setting("prompt", check=one_of("prompt", "batch", "none"),
+                                         cli={"choices": ("prompt", "batch", "none")},
+                                         help="divide the calibrated reward by the per-prompt or batch reward std")
+    calibration_lr: float = setting(1e-2, flag="", check=finite_positive)
+    calibration_steps: int = setting(50, flag="", check=at_least(0))
+    calibration_history: int = setting(4, flag="", check=at_least(1))
+    calibration_hidden: int = setting(64, flag="", check=at_least(1))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.target_alignment is not None and self.anchor == "none":
+            raise ValueError("--target-alignment adapts the anchor weight; choose --anchor kl or l2, not none")
+
+    @property
+    def clip(self) -> float | None:
+        """``clip_param`` as the policy math takes it: None for no clipping."""
+        return None if math.isinf(self.clip_param) else self.clip_param
+
+
+@dataclass
+class LoopSettings(_Part):
+    iterations: int = setting(80, check=at_least(1), help="total iterations of the run (a resumed run counts from 0)")
+    seed: int = setting(0)
+    checkpoint_every: int = setting(10, check=at_least(1), help="iterations between checkpoints")
+    max_invalid_fraction: float = setting(0.25, check=in_range(0, 1),
+                                          help="stop (after a checkpoint) when more than this fraction of an iteration's "
+                                               "rewards are NaN/inf")
+    eval_samples: int = setting(256, check=_eval_samples, help="fresh samples per prompt for the final report (0: skip)")
+
+
+PARTS = {"sampler": SamplerSettings, "resources": ResourceSettings, "policy": PolicySettings, "find": FindSettings,
+         "loop": LoopSettings}
+
+
+@dataclass
+class RunSettings(_Part):
+    """One FIND run. Defaults = the embedded shapes world (its rare prompts are filled in by :func:`find_rl.run.resolve`)."""
+
+    model: str = setting("shapes", help="'shapes', a diffusers pipeline folder or a hub id")
+    reward: list = setting(factory=lambda: ["shapes"], cli={"action": "append", "metavar": "NAME[=PATH][:WEIGHT]"},
+                           help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH, "
+                                "aesthetic=PATH, xclip=PATH (video), imagereward=FOLDER, hpsv2=FOLDER")
+    prompts: list = setting(factory=list, cli={"nargs": "+"},
+                            help="prompts to train (default: the shapes world's rare prompts)")
+    eval_prompts: list = setting(factory=list, cli={"nargs": "+"},
+                                 help="amortized only: held-out prompts (never trained on) to export and score next to the trained ones")
+    samples_per_prompt: int = setting(32, check=at_least(2), help="images per prompt per iteration (per env runner)")
+    latent_shape: tuple | None = setting(None, flag="", help="read from the model by find_rl.run.resolve")
+    sampler: SamplerSettings = setting(factory=SamplerSettings, flag="")
+    resources: ResourceSettings = setting(factory=ResourceSettings, flag="")
+    policy: PolicySettings = setting(factory=PolicySettings, flag="")
+    find: FindSettings = setting(factory=FindSettings, flag="")
+    loop: LoopSettings = setting(factory=LoopSettings, flag="")
+
+    def __post_init__(self):
+        if isinstance(self.reward, str):
+            self.reward = [self.reward]
+        self.latent_shape = tuple(self.latent_shape) if self.latent_shape is not None else None
+        super().__post_init__()
+        if not self.reward:
+            raise ValueError("--reward names no reward; e.g. --reward shapes")
+        check_prompts(self.prompts)
+        check_prompts(self.eval_prompts, "--eval-prompts")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
-        if self.mean_resolution is not None and not 1 <= self.mean_resolution <= min(self.latent_shape[1:]):
-            raise ValueError(f"mean_resolution must be in [1, {min(self.latent_shape[1:])}] or None, got {self.mean_resolution}")
+        if self.eval_prompts and self.policy.policy_type != "amortized":
+            raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized: a per-prompt policy has nothing for them")
 
+    def validate(self) -> None:
+        """The checks that need the resolved prompts and latent shape (see :func:`find_rl.run.resolve`)."""
+        if not self.prompts:
+            raise ValueError("no prompts given; pass --prompts 'a green circle' ... or a --prompts-file")
+        if self.latent_shape is None:
+            raise ValueError("latent_shape is unknown; resolve the settings against the model first (find_rl.run.resolve)")
+        if self.batch_size % self.find.minibatches_per_epoch:
+            raise ValueError(f"--minibatches-per-epoch {self.find.minibatches_per_epoch} must divide the batch of "
+                             f"{self.batch_size} samples")
+        shape, pol = self.latent_shape, self.policy
+        if pol.mean_highpass is not None and len(shape) != 3:
+            raise ValueError(f"--mean-highpass works on image latents (C, H, W), not {shape}; drop --mean-highpass")
+        if pol.mean_highpass is not None and any(n % pol.mean_highpass for n in shape[1:]):
+            raise ValueError(f"--mean-highpass must be a block size that divides the latent's {tuple(shape[1:])}, got {pol.mean_highpass}")
+        if pol.mean_resolution is not None and not pol.mean_resolution <= min(shape[1:]):
+            raise ValueError(f"--mean-resolution must be in [1, {min(shape[1:])}] or 'full', got {pol.mean_resolution}")
+
+    # ------------------------------------------------------------------------------------------------ derived sizes
     @property
     def batch_size(self) -> int:
         """Samples (episodes) per env runner per iteration: every prompt gets ``samples_per_prompt``."""
@@ -141,14 +268,48 @@ class RunSettings:
     @property
     def runners(self) -> int:
         """Processes that sample: the env-runner actors, or the driver when there are none."""
-        return max(self.num_env_runners, 1)
+        return max(self.resources.num_env_runners, 1)
 
     @property
     def samples_per_prompt_per_iteration(self) -> int:
         """Reward evaluations each prompt gets per iteration, over all runners."""
         return self.samples_per_prompt * self.runners
 
+    @property
+    def reward_spec(self) -> str | list[str]:
+        """The reward spec(s) as the reward registry and the exported metadata take them."""
+        return self.reward[0] if len(self.reward) == 1 else list(self.reward)
+
     def env_config(self) -> dict:
-        return dict(model=self.model, prompts=list(self.prompts), reward=self.reward,
-                    num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                    device=self.device, dtype=self.dtype, compile_unet=self.compile_unet, num_frames=self.num_frames, num_reward_workers=self.num_reward_workers, torch_threads=self.torch_threads, seed=self.seed)
+        """The keyword arguments of the noise bandit env (:mod:`find_rl.envs.noise_bandit`)."""
+        threads = self.resources.threads if self.resources.num_env_runners == 0 else 1
+        return dict(model=self.model, prompts=list(self.prompts), reward=self.reward_spec, sampler=self.sampler.to_dict(),
+                    num_reward_workers=self.resources.num_reward_workers, torch_threads=threads, seed=self.loop.seed)
+
+    # ------------------------------------------------------------------------------------------------ copies and files
+    def replace(self, **changes) -> "RunSettings":
+        """A copy with some settings changed, named flat (``run.replace(clip_param=0.01, seed=1)``): each name goes to
+        the part that declares it; an unknown name is an error."""
+        own = {f.name for f in dataclasses.fields(self)} - set(PARTS)
+        parts = {name: {} for name in PARTS}
+        top = {}
+        for key, value in changes.items():
+            owner = next((name for name, cls in PARTS.items() if key in {f.name for f in dataclasses.fields(cls)}), None)
+            if key in own:
+                top[key] = value
+            elif owner is not None:
+                parts[owner][key] = value
+            else:
+                raise ValueError(f"unknown setting {key!r}")
+        new_parts = {name: dataclasses.replace(getattr(self, name), **kw) if kw else getattr(self, name) for name, kw in parts.items()}
+        return dataclasses.replace(self, **top, **new_parts)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSettings":
+        """Read :meth:`to_dict`'s output back; unknown keys (top level or in a part) are an error."""
+        d = dict(d) if isinstance(d, dict) else d
+        if isinstance(d, dict):
+            for name, part in PARTS.items():
+                if name in d:
+                    d[name] = from_dict(part, d[name], where=f"saved settings [{name}]")
+        return from_dict(cls, d, where="saved settings")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -48,52 +47,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_trial(config: dict, *, base: dict) -> None:
-    """Tune function trainable: one FIND run, checkpointed, resumable from Tune's checkpoint."""
+    """Tune function trainable: one FIND run (the same :class:`~find_rl.run.FindRun` loop as ``train``), checkpointed
+    through Tune and resumable from Tune's checkpoint."""
     import torch
     from ray import tune
 
-    from find_rl import train
-    from find_rl.config import find_ppo_config
+    from find_rl.artifacts import finish
+    from find_rl.run import FindRun
+    from find_rl.settings import RunSettings
 
-    args = argparse.Namespace(**base)
-    args.clip_param, args.seed = float(config["clip_param"]), int(config["seed"])
-    args.threads = 1  # one torch thread per trial: trials run side by side, one per CPU
-    torch.set_num_threads(1)
-    run, find = train.settings_from_args(args)
-    out = Path(base["trials_dir"]) / f"clip{args.clip_param:g}_seed{args.seed}"
+    torch.set_num_threads(1)  # one torch thread per trial: trials run side by side, one per CPU
+    run = RunSettings.from_dict(base["settings"]).replace(clip_param=float(config["clip_param"]), seed=int(config["seed"]),
+                                                          threads=1)
+    out = Path(base["trials_dir"]) / f"clip{run.find.clip_param:g}_seed{run.loop.seed}"
     out.mkdir(parents=True, exist_ok=True)
-    algo = find_ppo_config(run, find).build_algo()
-    progress = out / train.PROGRESS_FILE
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            algo.restore_from_path(d)
-    history = train.restore_progress(progress, algo.iteration)
-    from find_rl.metrics import RunMetrics
-
-    live = RunMetrics(out.name)
-    it = started_at = algo.iteration  # > 0 when Tune restored this trial from its checkpoint
-    while it < args.iterations and not _converged(history, args.stop_alignment):
-        row = train.train_iteration(algo, run, it)
-        it += 1
-        live.update(row)
-        history.append(row)
-        train.append_progress(progress, row)
-        metrics = {k: row[k] for k in ("iteration", "alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
-        if it % args.checkpoint_every == 0 or it == args.iterations or _converged(history, args.stop_alignment):
-            with tempfile.TemporaryDirectory() as d:
-                algo.save_to_path(d)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        else:
-            tune.report(metrics)
-    mean, std = train.final_distributions(algo, run)
-    algo.stop()
-    rows = train.finish(args, run, find, out, mean, std, history)
-    last = history[-1] if history else {}
+    stop_alignment, every, total = base["stop_alignment"], run.loop.checkpoint_every, run.loop.iterations
+    with FindRun(run, out) as fr:
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                fr.restore(d)
+        started_at = fr.iteration  # > 0 when Tune restored this trial from its checkpoint
+        if not _converged(fr.history, stop_alignment):
+            for row in fr.iterations(checkpoints=False):
+                metrics = {k: getattr(row, k) for k in ("iteration", "alignment", "reward_mean", "clip_fraction", "approx_kl",
+                                                         "images_per_s")}
+                done = _converged(fr.history, stop_alignment)
+                if row.iteration % every == 0 or row.iteration == total or done:
+                    with tempfile.TemporaryDirectory() as d:
+                        fr.algo.save_to_path(d)
+                        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+                else:
+                    tune.report(metrics)
+                if done:
+                    break
+        it, history = fr.iteration, list(fr.history)
+        mean, std = fr.distributions()
+    rows = finish(run, out, mean, std, history)
+    last = history[-1].to_dict() if history else {}
     final = {k: last.get(k, math.nan) for k in ("alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
     final |= {"iteration": it, "done": True, "trial_dir": str(out), "iterations_run": it, "started_at_iteration": started_at,
-             "clip_fraction_mean": float(sum(h["clip_fraction"] for h in history) / max(len(history), 1)),
-             "approx_kl_max": max((h["approx_kl"] for h in history), default=math.nan)}
+              "clip_fraction_mean": float(sum(h.clip_fraction for h in history) / max(len(history), 1)),
+              "approx_kl_max": max((h.approx_kl for h in history), default=math.nan)}
     if rows:
         n = len(rows)
         final |= {"final_alignment": sum(r["find_alignment"] for r in rows) / n,
@@ -103,8 +98,8 @@ def run_trial(config: dict, *, base: dict) -> None:
     tune.report(final)
 
 
-def _converged(history: list[dict], target: float, window: int = 5) -> bool:
-    return len(history) >= window and sum(h["alignment"] for h in history[-window:]) / window >= target
+def _converged(history, target: float, window: int = 5) -> bool:
+    return len(history) >= window and sum(h.alignment for h in history[-window:]) / window >= target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,31 +116,32 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--stop-alignment must be > 0 (above 1: never stop early), got {args.stop_alignment}")
         if args.max_concurrent is not None and args.max_concurrent < 1:
             raise ValueError(f"--max-concurrent must be >= 1 (or left out: one trial per CPU), got {args.max_concurrent}")
-        args.clip_param = args.clip_grid[0]
+        args.clip_param = str(args.clip_grid[0])
         from find_rl import train
 
-        train.settings_from_args(args)  # every flag checked here, before Ray starts
+        run = train.settings_from_args(args)  # every flag checked here, before Ray starts
         out = args.out.resolve()
         out.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return sweep(args, out)
+    from find_rl.ray_session import ray_session
+
+    try:
+        with ray_session(run.resources):
+            return sweep(args, run, out)
+    except ValueError as e:  # a cluster address that does not answer
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
-def sweep(args: argparse.Namespace, out: Path) -> int:
+def sweep(args: argparse.Namespace, run, out: Path) -> int:
     import ray
     from ray import tune
 
     from find_rl.tuning.spaces import clip_sweep
 
-    base = vars(args) | {"trials_dir": str(out / "trials")}
-    started = not ray.is_initialized()
-    if started:
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address or "local", log_to_driver=False,
-                 **({} if address else {"include_dashboard": args.dashboard, "dashboard_host": "127.0.0.1",
-                                        "dashboard_port": args.dashboard_port}))
+    base = {"settings": run.to_dict(), "trials_dir": str(out / "trials"), "stop_alignment": args.stop_alignment}
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base), {"cpu": 1})
     path = out / EXPERIMENT
     t0 = time.perf_counter()
@@ -173,7 +169,7 @@ def sweep(args: argparse.Namespace, out: Path) -> int:
                      "approx_kl_max": m.get("approx_kl_max"), "wall_s": m.get("time_total_s"),
                      "trial_dir": m.get("trial_dir"), "error": str(r.error).strip().splitlines()[-1][:200] if r.error else None})
     rows.sort(key=lambda x: (x["clip_param"], x["seed"]))
-    table = format_table(rows, args)
+    table = format_table(rows, run)
     print(table)
     (out / "results.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"sweep_wall_s": time.perf_counter() - t0, "trials": rows}, indent=2))
@@ -184,17 +180,15 @@ def sweep(args: argparse.Namespace, out: Path) -> int:
         for f in ("noise_policy.safetensors", "noise_policy.json", "results.md"):
             shutil.copy2(Path(best["trial_dir"]) / f, out / "best" / f)
         print(f"best: clip_param {best['clip_param']:g} seed {best['seed']} -> {out / 'best'}")
-    if started:
-        ray.shutdown()
     return 0 if all(x["done"] for x in rows) else 1
 
 
-def format_table(rows: list[dict], args) -> str:
+def format_table(rows: list[dict], run) -> str:
     def f(v, fmt):
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-    lines = [f"clip_param sweep: lr {args.lr}, up to {args.iterations} iterations x {args.samples_per_prompt} samples per "
-             f"prompt, scored on {args.eval_samples} fresh samples per prompt", "",
+    lines = [f"clip_param sweep: lr {run.find.lr}, up to {run.loop.iterations} iterations x {run.samples_per_prompt} samples per "
+             f"prompt, scored on {run.loop.eval_samples} fresh samples per prompt", "",
              "| clip_param | seed | iterations | alignment (base → final) | strict | diversity kept | mean clip fraction | max approx KL | wall (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -59,7 +59,7 @@ def test_vector_env_random_assignment_and_bad_input():
     assert set(info["prompt_index"]) <= {0, 1, 2}
     with pytest.raises(ValueError, match="NaN or inf"):
         env.step(np.full((8, 768), np.nan, np.float32))
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="is empty"):
         NoiseBanditVectorEnv(num_envs=2, prompts=[])
     with pytest.raises(ValueError, match="unknown word"):
         NoiseBanditVectorEnv(num_envs=2, prompts=["a purple circle"])

@@ -7,18 +7,17 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_killed_env_runner_is_restarted_and_training_continues(ray_local):
+def test_killed_env_runner_is_restarted_and_training_continues(ray_local, tmp_path):
     import ray
 
-    from find_rl import train
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
+    from find_rl.run import FindRun, resolve
+    from find_rl.settings import RunSettings
 
-    run = RunSettings(prompts=["a green circle", "a red square"], samples_per_prompt=4, num_env_runners=2, num_epochs=1,
-                      torch_threads=1)
-    algo = find_ppo_config(run, FindSettings()).build_algo()
-    try:
-        train.train_iteration(algo, run, 0)
+    run = resolve(RunSettings(prompts=["a green circle", "a red square"], samples_per_prompt=4).replace(
+        num_env_runners=2, num_epochs=1, threads=1))
+    with FindRun(run, tmp_path, live_metrics=False) as fr:
+        algo = fr.algo
+        fr.train_iteration(0)
         group = algo.env_runner_group
         manager = group._worker_manager
         victim_id, victim = sorted(manager._actors.items())[0]
@@ -26,15 +25,13 @@ def test_killed_env_runner_is_restarted_and_training_continues(ray_local):
         ray.kill(victim, no_restart=False)  # the process dies as in a crash; Ray restarts it, RLlib re-syncs it
         rows = []
         for it in range(1, 12):  # the restarted runner reloads its model; RLlib's health probe then takes it back
-            rows.append(train.train_iteration(algo, run, it))
+            rows.append(fr.train_iteration(it))
             if group.num_healthy_remote_workers() == 2 and len(rows) >= 2:
                 break
         assert group.num_healthy_remote_workers() == 2
         pids = group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)
         assert old_pid not in pids and len(set(pids)) == 2  # a fresh process replaced the dead one
         # every iteration trained on a full batch, the healthy runner covering for the dead one meanwhile
-        assert all(r["samples"] == run.batch_size * run.runners and r["samples_invalid"] == 0 for r in rows)
+        assert all(r.samples == run.batch_size * run.runners and r.samples_invalid == 0 for r in rows)
         f = algo.train()["learners"]["default_policy"]["find"]
         assert f["samples"] == run.batch_size * run.runners  # full batches again from both runners
-    finally:
-        algo.stop()

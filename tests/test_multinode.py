@@ -32,13 +32,14 @@ def cluster():
 def test_env_runners_spread_over_nodes_and_train(cluster):
     import ray
 
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
+    from find_rl.config import find_ppo_config
+    from find_rl.run import resolve
+    from find_rl.settings import RunSettings
 
     c, workers, _ = cluster
-    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_env_runners=2, num_epochs=1, torch_threads=1,
-                      env_runner_resources={"sampler": 1})
-    algo = find_ppo_config(run, FindSettings()).build_algo()
+    run = resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(
+        num_env_runners=2, num_epochs=1, threads=1, env_runner_resources={"sampler": 1}))
+    algo = find_ppo_config(run).build_algo()
     try:
         nodes = algo.env_runner_group.foreach_env_runner(lambda r: ray.get_runtime_context().get_node_id(),
                                                          local_env_runner=False)

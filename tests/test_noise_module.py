@@ -23,7 +23,7 @@ def test_starts_at_standard_normal_and_outputs_mean_then_log_std():
     obs[0, 2] = obs[1, 0] = 1.0
     out = m.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
     assert out.shape == (2, 2 * 768) and torch.count_nonzero(out) == 0
-    assert m.prompt_index(obs).tolist() == [2, 0]
+    assert m.layout.prompt_index(obs).tolist() == [2, 0]
 
 
 def test_low_resolution_mean_is_upsampled_and_std_is_floored():

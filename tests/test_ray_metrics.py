@@ -42,8 +42,8 @@ def test_metrics_endpoint_serves_find_rl_metrics(tmp_path):
         deadline, text = time.time() + 60, ""
         while time.time() < deadline:  # Ray's agent exports every few seconds
             text = _scrape(port)
-            if "ray_find_rl_iteration" in text and "ray_find_rl_reward_latency_s" in text:
-                break
+            if _value(text, "ray_find_rl_iteration", run="mrun") == 3 and "ray_find_rl_reward_latency_s" in text:
+                break  # (the agent may still hold an earlier export: wait for the last iteration's)
             time.sleep(2)
         assert _value(text, "ray_find_rl_iteration", run="mrun") == 3
         assert 0.0 <= _value(text, "ray_find_rl_alignment", run="mrun", prompt="all") <= 1.0

@@ -12,13 +12,18 @@ pytestmark = pytest.mark.slow
 PROMPTS = ["a green circle", "a red square"]
 
 
-def _config(**find_kw):
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
+def _run(**changes):
+    """Resolved settings for a small run on PROMPTS; ``changes`` are flat setting names (RunSettings.replace)."""
+    from find_rl.run import resolve
+    from find_rl.settings import RunSettings
 
-    run_kw = {k: find_kw.pop(k) for k in list(find_kw) if k in ("clip_param", "learn_std", "mean_resolution")}
-    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=2, **run_kw)
-    return find_ppo_config(run, FindSettings(**find_kw))
+    return resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(**({"num_epochs": 2} | changes)))
+
+
+def _config(**changes):
+    from find_rl.config import find_ppo_config
+
+    return find_ppo_config(_run(**changes))
 
 
 def test_learner_pipeline_replaces_gae_with_calibration(ray_local):
@@ -75,16 +80,16 @@ def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_loc
         restored.stop()
 
 
-@pytest.mark.parametrize("kw", [dict(calibration=False), dict(clip_param=None), dict(surrogate="clamp"),
+@pytest.mark.parametrize("kw", [dict(baseline="none"), dict(clip_param=math.inf), dict(surrogate="clamp"),
                                 dict(anchor="l2", anchor_coeff=0.01), dict(target_alignment=0.5)])
 def test_ablations_train(ray_local, kw):
     algo = _config(**kw).build_algo()
     try:
         f = algo.train()["learners"]["default_policy"]["find"]
         assert math.isfinite(f["policy_loss"])
-        if kw.get("clip_param", 0.2) is None:
+        if kw.get("clip_param", 0.2) == math.inf:
             assert f["clip_fraction"] == 0.0
-        if kw.get("calibration") is False:
+        if kw.get("baseline") == "none":
             assert f["calibration_pred_mean"] == 0.0  # g is not used
         if kw.get("anchor") == "l2":
             assert f["anchor"] > 0.0
@@ -173,23 +178,23 @@ def test_unreachable_cluster_address_is_one_line(tmp_path, capsys):
         (["--iterations", "0"], "iterations must be >= 1"),
         (["--reward", "clip"], "needs a model"),
         (["--env-runner-resources", "sampler"], "NAME=AMOUNT"),
-        (["--num-reward-workers", "-1"], "num_reward_workers"),
-        (["--num-frames", "0"], "num_frames must be >= 1"),
+        (["--num-reward-workers", "-1"], "--num-reward-workers must be >= 0"),
+        (["--num-frames", "0"], "--num-frames must be >= 1"),
         (["--eval-prompts", "a green circle"], "needs --policy-type amortized"),
         (["--policy-type", "amortized", "--std-mode", "element"], "scalar std"),
         # non-finite and out-of-range numbers: each once hung or crashed the run inside Ray
         (["--clip-param", "nan"], "clip-param must be > 0"),
         (["--lr", "nan"], "lr must be a finite number > 0"),
         (["--lr", "inf"], "lr must be a finite number > 0"),
-        (["--anchor-coeff", "nan"], "anchor_coeff must be a finite number"),
-        (["--target-alignment", "nan"], "target_alignment must be in (0, 1]"),
-        (["--guidance-scale", "nan"], "guidance_scale must be a finite number"),
+        (["--anchor-coeff", "nan"], "--anchor-coeff must be a finite number"),
+        (["--target-alignment", "nan"], "--target-alignment must be in (0, 1]"),
+        (["--guidance-scale", "nan"], "--guidance-scale must be a finite number"),
         (["--eta", "2"], "eta must be in [0, 1]"),
-        (["--min-std", "-1"], "min_std must be a finite number > 0"),
+        (["--min-std", "-1"], "--min-std must be a finite number > 0"),
         (["--mean-highpass", "3"], "divides the latent's (16, 16)"),
-        (["--num-env-runners", "-1"], "num_env_runners"),
-        (["--num-gpus-per-env-runner", "-1"], "num_gpus_per_env_runner"),
-        (["--num-inference-steps", "0"], "num_inference_steps must be >= 1"),
+        (["--num-env-runners", "-1"], "--num-env-runners must be >= 0"),
+        (["--num-gpus-per-env-runner", "-1"], "--num-gpus-per-env-runner must be a finite number >= 0"),
+        (["--num-inference-steps", "0"], "--num-inference-steps must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1"),
         (["--eval-samples", "-1"], "--eval-samples must be 0 (no final report) or >= 2"),
         (["--eval-samples", "1"], "--eval-samples must be 0 (no final report) or >= 2"),
@@ -270,11 +275,7 @@ def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
     from find_rl import rewards
 
     monkeypatch.setitem(rewards.REWARDS, "half-nan", _HalfNaNReward)
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
-
-    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=1, reward="half-nan")
-    algo = find_ppo_config(run, FindSettings()).build_algo()
+    algo = _config(num_epochs=1, reward=["half-nan"]).build_algo()
     try:
         f = algo.train()["learners"]["default_policy"]["find"]
         assert f["samples_invalid"] == 4 and f["samples"] == 4
@@ -408,7 +409,7 @@ def test_amortized_policy_trains_and_answers_held_out_prompts(ray_local, tmp_pat
 def test_amortized_policy_on_a_clip_text_encoder(tiny_sd, tiny_clip, ray_local, tmp_path):
     """SD-style pipelines give the amortised policy CLIP's pooled text embedding (a 4 x 8 x 8 latent, 2 x 2 mean)."""
     from find_rl import train
-    from find_rl.envs.noise_bandit import prompt_features
+    from find_rl.observation import prompt_features
     from find_rl.export import load_policy
     from find_rl.models import load_pipeline
 

@@ -57,7 +57,7 @@ def test_unknown_prompt_word_is_refused():
 
 
 def test_settings_are_validated():
-    with pytest.raises(ValueError, match="num_inference_steps"):
+    with pytest.raises(ValueError, match="num-inference-steps"):
         SamplerSettings(num_inference_steps=0)
     with pytest.raises(ValueError, match="dtype"):
         SamplerSettings(dtype="float8")
@@ -89,7 +89,7 @@ def test_missing_and_corrupt_models_give_clear_errors(tmp_path, tiny_shapes_mode
 
 def test_shipped_model_drifts_on_a_rare_prompt_and_follows_a_common_one():
     """A fresh 64-sample check of the problem: 'a green circle' (2% of data) fails, 'a red circle' (29%) works."""
-    from find_rl.evaluate import evaluate_distributions
+    from find_rl.scoring import evaluate_distributions
 
     res = evaluate_distributions(prompts=["a green circle", "a red circle"], samples=64, seed=42)
     assert res["a green circle"]["alignment"] < 0.25

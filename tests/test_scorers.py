@@ -60,27 +60,22 @@ def test_scorer_killed_mid_batch_is_restarted_and_the_batch_scored_once(ray_loca
         pool.kill()
 
 
-def test_training_with_scorer_actors_survives_a_killed_scorer(ray_local):
+def test_training_with_scorer_actors_survives_a_killed_scorer(ray_local, tmp_path):
     import ray
 
-    from find_rl import train
-    from find_rl.config import RunSettings, find_ppo_config
-    from find_rl.settings import FindSettings
+    from find_rl.run import FindRun, resolve
+    from find_rl.settings import RunSettings
 
-    run = RunSettings(prompts=PROMPTS, samples_per_prompt=4, num_epochs=1, num_reward_workers=1)
-    pool = train.start_scorers(run)
-    algo = find_ppo_config(run, FindSettings()).build_algo()
-    try:
-        first = train.train_iteration(algo, run, 0)
+    run = resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(num_epochs=1, num_reward_workers=1))
+    with FindRun(run, tmp_path, live_metrics=False) as fr:
+        pool, algo = fr.scorers, fr.algo
+        first = fr.train_iteration(0)
         pid = ray.get(pool.actors[0].info.remote())["pid"]
         ray.kill(pool.actors[0], no_restart=False)
-        rows = [train.train_iteration(algo, run, it) for it in (1, 2)]
+        rows = [fr.train_iteration(it) for it in (1, 2)]
         info = ray.get(pool.actors[0].info.remote())
         assert info["pid"] != pid and info["batches"] >= 1  # restarted and used again
         for row in [first, *rows]:
-            assert row["samples_invalid"] == 0 and np.isfinite(row["reward_mean"])
+            assert row.samples_invalid == 0 and np.isfinite(row.reward_mean)
         f = algo.train()["learners"]["default_policy"]["find"]
         assert f["samples"] == run.batch_size  # every sample of the batch reached the learner
-    finally:
-        algo.stop()
-        pool.kill()

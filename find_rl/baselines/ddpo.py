@@ -245,11 +245,9 @@ def run_ddpo(s: DDPOSettings, prompts: list[str], out: Path, *, seed: int = 0, n
 
     if s.samples_per_prompt % num_workers:
         raise ValueError(f"--ddpo samples per prompt ({s.samples_per_prompt}) must divide evenly over {num_workers} workers")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, num_workers + 1), include_dashboard=False,
-                 log_to_driver=False)
-    try:
+    from find_rl.ray_session import ray_session
+
+    with ray_session(actors=num_workers):
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"settings": asdict(s), "prompts": list(prompts), "seed": seed, "threads": threads_per_worker},
@@ -264,6 +262,3 @@ def run_ddpo(s: DDPOSettings, prompts: list[str], out: Path, *, seed: int = 0, n
         ckpt = Path(result.checkpoint.path)
         return {"unet": str(ckpt / UNET_DIR), "history": json.loads((ckpt / HISTORY_FILE).read_text()), "wall_s": wall,
                 "settings": asdict(s), "num_workers": num_workers}
-    finally:
-        if started:
-            ray.shutdown()

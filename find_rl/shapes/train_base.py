@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.save_pretrained(args.out, safe_serialization=True)
     for f in args.out.rglob("*.safetensors"):
         f.chmod(0o644)  # readable by everyone once installed
-    from find_rl.evaluate import evaluate_base  # the same code as `python -m find_rl.evaluate --policy base`
+    from find_rl.scoring import evaluate_base  # the same code as `python -m find_rl.evaluate --policy base`
 
     baseline = evaluate_base(model=str(args.out), samples=args.eval_samples, seed=0)
     (args.out / "baseline.json").write_text(json.dumps(baseline, indent=2))

@@ -1,0 +1,49 @@
+"""The comparison's run cache: ``OUT/runs/<method>_s<seed>/method.json`` (+ ``.npz`` with the grid images). A finished run
+is reused on a rerun only when everything it depends on (:func:`run_key`) is unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from find_rl.compare.settings import CompareSettings
+
+METHOD_FILE = "method.json"
+
+
+def cache_path(cs: CompareSettings, method: str, seed: int) -> Path:
+    return Path(cs.out) / "runs" / f"{method}_s{seed}" / METHOD_FILE
+
+
+def save_run(path: Path, res: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path.with_suffix(".npz"), **{p: r["images"] for p, r in res["per_prompt"].items() if "images" in r})
+    slim = res | {"per_prompt": {p: {k: v for k, v in r.items() if k != "images"} for p, r in res["per_prompt"].items()}}
+    path.write_text(json.dumps(slim))
+
+
+def run_key(cs: CompareSettings, method: str) -> dict:
+    """What a finished run depends on: a rerun reuses it only when all of this is unchanged."""
+    key = {"prompts": cs.prompts, "samples": cs.samples, "iterations": cs.iterations, "samples_per_prompt": cs.samples_per_prompt}
+    if cs.device != "cpu":  # timings (and float rounding) differ by device
+        key |= {"device": cs.device}
+    if method == "ddpo":
+        key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
+    if method.startswith("amortized"):
+        key |= {"amortized_hidden": cs.amortized_hidden}
+    if method == "amortized":
+        key |= {"held_out": sorted(cs.held_out)}
+    return key
+
+
+def load_run(path: Path, key: dict) -> dict | None:
+    res = json.loads(path.read_text())
+    if res.get("key") != key:
+        return None
+    images = np.load(path.with_suffix(".npz"))
+    for p, r in res["per_prompt"].items():
+        if p in images:
+            r["images"] = images[p]
+    return res

@@ -1,0 +1,152 @@
+"""The comparison's methods, one small function each, all returning a :class:`MethodResult` scored the same way.
+
+Budgets: every trained method spends ``iterations x samples_per_prompt`` reward evaluations per prompt; ``best-of-N``
+spends N per delivered image at generation time. Scoring: ``samples`` fresh samples per prompt, the same noise for every
+method of a seed (seed 10000 + seed), detector alignment, strict alignment, diversity (:mod:`find_rl.scoring`).
+FIND (and the amortised policy) run through :mod:`find_rl.run` with settings, like ``python -m find_rl.train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from find_rl.compare.settings import FIND_METHODS, CompareSettings
+from find_rl.progress import HistoryRow
+from find_rl.scoring import evaluate_distributions, score_image_sets
+
+
+@dataclass
+class MethodResult:
+    per_prompt: dict  # {prompt: scores (+ "images": the first grid_images images)}
+    reward_evals: int  # per trained prompt
+    evals_per_image: int
+    wall_s: float  # training (or, for best-of-N, generation) seconds
+    cpu_s: float
+    history: list[HistoryRow] = field(default_factory=list)
+    held_out: tuple[str, ...] = ()  # scored prompts this method never trained on
+
+    def to_dict(self) -> dict:
+        """The comparison's run record (what the cache stores and the statistics read)."""
+        per = {p: r | {"held_out": p in self.held_out, "reward_evals": 0 if p in self.held_out else self.reward_evals}
+               for p, r in self.per_prompt.items()}
+        return {"per_prompt": per, "reward_evals": self.reward_evals, "evals_per_image": self.evals_per_image,
+                "wall_s": self.wall_s, "cpu_s": self.cpu_s, "history": [dataclasses.asdict(h) for h in self.history]}
+
+
+class _Clock:
+    def __enter__(self):
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+
+
+def _scoring(cs: CompareSettings, seed: int, sampler) -> dict:
+    return dict(prompts=cs.prompts, samples=cs.samples, seed=10_000 + seed, sampler=sampler, return_images=cs.grid_images)
+
+
+def base(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+    return MethodResult(evaluate_distributions(**_scoring(cs, seed, sampler)), 0, 1, 0.0, 0.0)
+
+
+def best_of_n(n: int):
+    def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+        from find_rl.baselines.best_of_n import best_of_n as pick
+
+        with _Clock() as c:
+            picked = pick(sampler, reward, cs.prompts, n=n, images=cs.samples, seed=10_000 + seed)
+        scores = score_image_sets({p: v["images"] for p, v in picked.items()}, return_images=cs.grid_images)
+        return MethodResult(scores, n * cs.samples, n, c.wall, c.cpu)
+    return method
+
+
+def cem(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+    from find_rl.baselines.cem import CEMSettings, run_cem
+
+    with _Clock() as c:
+        out = run_cem(sampler, reward, cs.prompts, CEMSettings(iterations=cs.iterations, population=cs.samples_per_prompt), seed=seed)
+    return _from_distribution(cs, seed, sampler, out, c)
+
+
+def paper_loop(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+    from find_rl.baselines.paper_loop import PaperLoopSettings, run_paper_loop
+
+    with _Clock() as c:
+        out = run_paper_loop(sampler, reward, cs.prompts, PaperLoopSettings(iterations=cs.iterations * cs.samples_per_prompt), seed=seed)
+    return _from_distribution(cs, seed, sampler, out, c)
+
+
+def _from_distribution(cs: CompareSettings, seed: int, sampler, out: dict, clock: _Clock) -> MethodResult:
+    scores = evaluate_distributions(mean=out["mean"], std=out["std"], **_scoring(cs, seed, sampler))
+    return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, clock.wall, clock.cpu,
+                        [HistoryRow.from_row(r) for r in out["history"]])
+
+
+def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+    from diffusers import UNet2DModel
+
+    from find_rl.baselines.ddpo import DDPOSettings, run_ddpo
+    from find_rl.models import load_pipeline
+    from find_rl.sampler import DiffusionSampler, SamplerSettings
+
+    s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr)
+    out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers,
+                   threads_per_worker=max(1, cs.threads // cs.ddpo_workers), use_gpu=cs.device.startswith("cuda"))
+    pipe = load_pipeline("shapes", device=cs.device)
+    pipe.unet = UNet2DModel.from_pretrained(out["unet"], low_cpu_mem_usage=False).to(cs.device)
+    tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=10_000 + seed)  # DDPO's own sampler
+    scores = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": tuned}))
+    return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, out["wall_s"], out["history"][-1]["cpu_s"],
+                        [HistoryRow.from_row(r) for r in out["history"]])
+
+
+def find(changes: dict, *, amortized: str | None = None):
+    """A FIND run through :mod:`find_rl.run` with ``changes`` to the train defaults; ``amortized``: "held-out" (trained
+    on every shapes prompt but ``--held-out``) or "all" (all nine)."""
+    def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+        from find_rl.artifacts import export
+        from find_rl.run import FindRun, prepare_run_dir, resolve
+        from find_rl.settings import RunSettings
+        from find_rl.shapes.world import all_prompts
+
+        held = tuple(sorted(cs.held_out)) if amortized == "held-out" else ()
+        extra = dict(changes)
+        if amortized:
+            extra |= {"policy_type": "amortized", "amortized_hidden": cs.amortized_hidden, "eval_prompts": list(held),
+                      "prompts": [p for p in all_prompts() if p not in held]}
+        with _Clock() as c:
+            run = RunSettings(prompts=list(cs.prompts), samples_per_prompt=cs.samples_per_prompt).replace(
+                seed=seed, iterations=cs.iterations, eval_samples=0, threads=cs.threads, device=cs.device, **extra)
+            run = resolve(run)
+            prepare_run_dir(run_dir, run)
+            with FindRun(run, run_dir, live_metrics=False) as fr:
+                for _ in fr.iterations():
+                    pass
+                mean, std = fr.distributions()
+                rows = fr.history
+            export(run, run_dir, mean, std)
+        from find_rl.progress import history
+
+        trained = list(run.prompts) + list(run.eval_prompts)
+        idx = [trained.index(p) for p in cs.prompts]
+        scores = evaluate_distributions(mean=mean[idx], std=std[idx], **_scoring(cs, seed, sampler))
+        # the curve is over the scored prompts the run trained on (an amortised run also trains the common prompts)
+        curve = [h.over([p for p in cs.prompts if p in run.prompts]) for h in history(rows)]
+        return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, c.wall, c.cpu, curve, held)
+    return method
+
+
+def method_for(name: str):
+    """The function that trains (where it trains) and scores method ``name``."""
+    if name.startswith("best-of-"):
+        return best_of_n(int(name.rsplit("-", 1)[1]))
+    table = {"base": base, "cem": cem, "find-paper": paper_loop, "ddpo": ddpo,
+             "amortized": find({}, amortized="held-out"), "amortized-all": find({}, amortized="all")}
+    table |= {m: find(changes) for m, changes in FIND_METHODS.items()}
+    if name not in table:  # parse_methods keeps this unreachable
+        raise ValueError(f"unknown method {name!r}")
+    return table[name]

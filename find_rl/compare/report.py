@@ -1,0 +1,133 @@
+"""The comparison's report: ``results.json``, ``summary.json``, ``report.md``, the curves and the image grids."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from find_rl.compare.settings import CompareSettings
+from find_rl.compare.stats import aggregate, criteria
+
+
+def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path) -> tuple[Path, Path]:
+    """Training-batch alignment vs reward evaluations per prompt and vs wall-clock, one line per method (mean over
+    seeds); methods without a training curve appear as points at their scored alignment (x = their evaluations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", "alignment_vs_evals.png"),
+                               ("wall_s", "wall-clock seconds (training)", "alignment_vs_wall.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method, seeds in histories.items():
+            seeds = [h for h in seeds if h]
+            if seeds:
+                n = min(len(h) for h in seeds)
+                x = np.mean([[r[x_key] for r in h[:n]] for h in seeds], 0)
+                y = np.mean([[r["alignment"] for r in h[:n]] for h in seeds], 0)
+                ax.plot(x, y, label=method)
+            elif method in summary:
+                s = summary[method]
+                xv = s["reward_evals"] if x_key == "reward_evals_per_prompt" else s["wall_s"]["mean"]
+                ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, label=f"{method} (scored)", zorder=3)
+        ax.set_xlabel(label)
+        ax.set_ylabel("alignment (training batches)")
+        ax.set_ylim(0, 1.02)
+        if x_key == "wall_s":
+            ax.set_xscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths[0], paths[1]
+
+
+def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
+    from find_rl.report import image_grid
+
+    results, summary = aggregate(runs, cs.prompts)
+    checks = criteria(runs, results, summary, cs.prompts)
+    (cs.out / "results.json").write_text(json.dumps(results, indent=2))
+    (cs.out / "summary.json").write_text(json.dumps({"methods": summary, "criteria": checks, "settings": {
+        "prompts": cs.prompts, "seeds": cs.seeds, "samples": cs.samples, "iterations": cs.iterations,
+        "samples_per_prompt": cs.samples_per_prompt, "held_out": cs.held_out, "ddpo_workers": cs.ddpo_workers,
+        "amortized_hidden": cs.amortized_hidden, "device": cs.device}}, indent=2))
+    comparison_plots({m: [r["history"] for r in rs] for m, rs in runs.items()}, summary, cs.out)
+    grids = cs.out / "grids"
+    grids.mkdir(exist_ok=True)
+    for p in cs.prompts:
+        image_grid({m: rs[0]["per_prompt"][p]["images"] for m, rs in runs.items() if "images" in rs[0]["per_prompt"][p]},
+                   grids / f"{p.replace(' ', '_')}.png", label_width=90)
+    (cs.out / "report.md").write_text(format_report(cs, results, summary, checks))
+    return {"results": results, "summary": summary, "criteria": checks}
+
+
+def _machine(device: str) -> str:
+    """The machine the timings come from, in words (the GPU's name where the methods ran on CUDA)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+    return f"CPU only, {os.cpu_count()} cores"
+
+
+def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict) -> str:
+    def pm(d: dict, fmt: str = ".3f") -> str:
+        return f"{d['mean']:{fmt}} ± {d['ci95']:{fmt}}"
+
+    lines = [
+        "# FIND vs baselines on the shapes world",
+        "",
+        f"Prompts: {', '.join(cs.prompts)}. Seeds: {', '.join(map(str, cs.seeds))}; every number is the mean over seeds ± the "
+        f"half-width of its 95% t-interval. Scored on {cs.samples} fresh samples per prompt and seed (the same noise for every "
+        "method of a seed) by the detector (IoU ≥ 0.7) and its strict setting (IoU ≥ 0.8); diversity = mean pairwise L2 "
+        "distance between a prompt's images, kept = relative to the frozen model's.",
+        f"Budget: {cs.iterations} iterations x {cs.samples_per_prompt} samples = {cs.iterations * cs.samples_per_prompt} reward "
+        "evaluations per prompt for every trained method; best-of-N spends N per delivered image. Wall and CPU seconds are the "
+        f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
+        "",
+        "| method | alignment | strict | diversity kept | reward evals / prompt | evals per image | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m, s in summary.items():
+        kept = pm(s["diversity_kept"], ".0%") if "diversity_kept" in s else "-"
+        lines.append(f"| {m} | {pm(s['alignment'])} | {pm(s['strict_alignment'])} | {kept} | {s['reward_evals']} | "
+                     f"{s['evals_per_image']} | {pm(s['wall_s'], '.0f')} | {pm(s['cpu_s'], '.0f')} |")
+    lines += ["", "## Per prompt (alignment / strict / diversity kept)", "",
+              "| method | " + " | ".join(cs.prompts) + " |", "|---|" + "---|" * len(cs.prompts)]
+    for m, per in results.items():
+        cells = []
+        for p in cs.prompts:
+            r = per[p]
+            kept = f" / {r['diversity_kept']:.0%}" if "diversity_kept" in r else ""
+            cells.append(f"{r['alignment']:.3f} / {r['strict_alignment']:.3f}{kept}" + (" (held out)" if r["held_out"] else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    amort = {m: s for m, s in summary.items() if "alignment_held_out" in s}
+    if amort:
+        lines += ["", "## Amortised policy: trained vs held-out prompts", "",
+                  f"Held out (never trained on): {', '.join(cs.held_out)}.", "",
+                  "| method | alignment, trained prompts | alignment, held-out prompts |", "|---|---|---|"]
+        for m, s in amort.items():
+            lines.append(f"| {m} | {pm(s['alignment_trained'])} | {pm(s['alignment_held_out'])} |")
+    if checks:
+        lines += ["", "## Criteria (computed from the numbers above)", ""]
+        for name, c in checks.items():
+            detail = ", ".join(f"{k} {_fmt(v)}" for k, v in c.items() if k != "met")
+            lines.append(f"- **{name}**: {'met' if c['met'] else 'NOT met'} ({detail})")
+    lines += ["", "Plots: `alignment_vs_evals.png`, `alignment_vs_wall.png` (training-batch alignment on the scored prompts a method "
+              "trained on, mean over seeds; "
+              "points: methods without training, at their scored alignment). Image grids: `grids/<prompt>.png` (seed 0)."]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) if x is not None else "never" for x in v) + "]"
+    return "never" if v is None else str(v)

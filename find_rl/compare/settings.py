@@ -1,0 +1,75 @@
+"""The comparison's settings, declared once (default, flag, help, check; see :mod:`find_rl.fields`), and its method names."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from find_rl.fields import at_least, check_fields, finite_positive, setting
+
+#: FIND's own methods: the run settings each changes from ``python -m find_rl.train``'s defaults
+FIND_METHODS = {"find": {}, "find-nocal": {"baseline": "none"}, "find-noclip": {"clip_param": math.inf},
+                "find-clamp": {"surrogate": "clamp"}}
+OTHER = ("base", "cem", "ddpo", "find-paper", "amortized", "amortized-all")
+DEFAULT_HELD_OUT = ("a green circle", "a blue square")
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods is empty; e.g. --methods base,best-of-16,cem,ddpo,find")
+    for m in methods:
+        if m not in FIND_METHODS and m not in OTHER and not re.fullmatch(r"best-of-[1-9]\d*", m):
+            raise ValueError(f"unknown method {m!r}; choose from base, best-of-N (e.g. best-of-16), cem, ddpo, "
+                             f"{', '.join(FIND_METHODS)}, find-paper, amortized, amortized-all")
+    if len(set(methods)) != len(methods):
+        raise ValueError("--methods lists a method twice")
+    return methods
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"--seeds names no seed, got {text!r}; write e.g. 0,1,2")
+    return seeds
+
+
+@dataclass
+class CompareSettings:
+    methods: list = setting(factory=list, parse=parse_methods,
+                            help="comma-separated: base, best-of-N, cem, ddpo, find, find-nocal, find-noclip, find-clamp, "
+                                 "find-paper, amortized, amortized-all")
+    out: Path | None = setting(None, cli={"type": Path}, help="the report folder (results.json, report.md, plots)")
+    prompts: list = setting(factory=list, cli={"nargs": "+"}, help="scored prompts (default: the shapes world's rare ones)")
+    seeds: list = setting(factory=lambda: [0, 1, 2], parse=parse_seeds, help="comma-separated seeds")
+    samples: int = setting(256, check=at_least(2), help="fresh samples per prompt and seed for scoring")
+    iterations: int = setting(80, check=at_least(1), help="training iterations of every trained method")
+    samples_per_prompt: int = setting(32, check=at_least(2), help="reward evaluations per prompt per iteration")
+    held_out: list = setting(factory=lambda: list(DEFAULT_HELD_OUT), cli={"nargs": "+"},
+                             help="with amortized: prompts never trained on")
+    ddpo_workers: int = setting(2, check=at_least(1), help="with ddpo: Ray Train data-parallel workers")
+    ddpo_lr: float = setting(1e-3, check=finite_positive, help="with ddpo: learning rate of the fine-tuned denoiser")
+    amortized_hidden: int = setting(64, check=at_least(0), help="with amortized[-all]: hidden units of the MLP path")
+    threads: int = setting(2, check=at_least(1), help="torch CPU threads")
+    grid_images: int = setting(8, flag="", check=at_least(1))
+    device: str = setting("cpu", help="where every method trains and renders ('cuda': DDPO's Ray Train workers take one GPU each)")
+
+    def __post_init__(self):
+        check_fields(self)
+        if not self.methods:
+            raise ValueError("--methods is empty; e.g. --methods base,best-of-16,cem,ddpo,find")
+        if self.out is None:
+            raise ValueError("--methods needs --out DIR (the report folder)")
+        if self.samples_per_prompt % self.ddpo_workers and "ddpo" in self.methods:
+            raise ValueError(f"--samples-per-prompt {self.samples_per_prompt} must divide evenly over --ddpo-workers {self.ddpo_workers}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} is a file; choose a folder")
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}

@@ -1,0 +1,67 @@
+"""The noise bandit's observation layout and the frozen model's text encoding, written once (no Ray).
+
+An observation row is ``[one-hot of the prompt's index (P entries) | pooled text embedding of the prompt (E entries)]``:
+per-prompt policies (and the reward calibrator's grouping) read the one-hot, prompt-conditioned policies the
+embedding. The env builds rows with :func:`prompt_features`; every reader goes through :class:`ObservationLayout`.
+
+The text encoding (:func:`encode_text`) is the pipeline's own: the shapes world's encoder (one vector per prompt, which
+its denoiser takes as ``class_labels``), or a transformers CLIP text encoder (SD, SDXL, ModelScope), whose pooled output
+goes into the observation and whose last hidden states condition the denoiser (DDPO's denoiser call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    num_prompts: int
+
+    def prompt_index(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(N, P + E)`` rows -> ``(N,)`` prompt indices (the one-hot's argmax)."""
+        return obs[:, : self.num_prompts].argmax(-1)
+
+    def embedding(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(N, P + E)`` rows -> ``(N, E)`` pooled text embeddings."""
+        return obs[:, self.num_prompts :]
+
+    def rows(self, embeddings: np.ndarray | torch.Tensor, index: list[int | None] | None = None) -> torch.Tensor:
+        """Observation rows for embeddings; ``index[i]`` is the one-hot position of row i (None or absent: all zeros, a
+        prompt the policy was not trained on)."""
+        emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+        onehot = torch.zeros(len(emb), self.num_prompts)
+        for i, k in enumerate(index or []):
+            if k is not None:
+                onehot[i, k] = 1.0
+        return torch.cat([onehot, emb], dim=1)
+
+
+@dataclass
+class TextEncoding:
+    pooled: torch.Tensor  # (P, E): one vector per prompt (empty E for pipelines without a text encoder)
+    hidden: torch.Tensor | None  # (P, T, H): token states for a cross-attending denoiser; None for the shapes model
+
+
+@torch.no_grad()
+def encode_text(pipeline, prompts: list[str]) -> TextEncoding:
+    """The pipeline's own text encoding of ``prompts`` (see the module docstring)."""
+    enc = getattr(pipeline, "text_encoder", None)
+    tokenizer = getattr(pipeline, "tokenizer", None)
+    if enc is not None and hasattr(enc, "encode"):  # the shapes world's encoder
+        return TextEncoding(pooled=enc.encode(prompts).float(), hidden=None)
+    if enc is not None and tokenizer is not None:  # transformers CLIP text encoders
+        tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt")
+        out = enc(tok.input_ids.to(enc.device))
+        return TextEncoding(pooled=out.pooler_output.float(), hidden=out.last_hidden_state)
+    return TextEncoding(pooled=torch.zeros(len(prompts), 0), hidden=None)
+
+
+def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:
+    """``(P, P + E)`` float32 observation rows of ``prompts`` in this order (the env's observation table)."""
+    emb = encode_text(pipeline, prompts).pooled.cpu().numpy()
+    return ObservationLayout(len(prompts)).rows(emb, list(range(len(prompts)))).numpy()
