@@ -12,6 +12,11 @@ with w_r = 10, w_kl = 0.01, eps = 0.2: the clamp-only loss (no PPO min) and the 
 epochs, no sample reuse. One deliberate difference: each reward is paired with the sample that earned it (the
 released code reads a stale buffer entry, a bug this ablation does not copy). Prompts are rendered together in one
 call for speed; each still gets one sample per iteration from its own distribution.
+
+``mean_resolution`` r (None: a per-element mean, the released code's) gives the loop FIND's parametrisation: the
+learned mean parameter is C x r x r and mu is its bilinear upsampling (:mod:`find_rl.latent_mean`, the same
+interpolation as ``NoisePolicyModule``); the loss, the anchor and g still see the full-resolution mu, and gradients
+reach the low-resolution parameter through the upsampling. sigma stays per element.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from find_rl import latent_mean
 from find_rl import policy_math as pm
 from find_rl.baselines.scoring import render_and_score
 from find_rl.calibration import RewardCalibrator
@@ -35,8 +41,10 @@ class PaperLoopSettings:
     clip: float = 0.2
     reward_weight: float = 10.0
     kl_weight: float = 0.01
+    mean_resolution: int | None = None  # r: learn a C x r x r mean, bilinearly upsampled (FIND's); None: per element
 
     def __post_init__(self):
+        latent_mean.check_resolution(self.mean_resolution)
         if self.iterations < 1 or self.lr <= 0 or self.clip <= 0:
             raise ValueError(f"paper loop needs iterations >= 1, lr > 0, clip > 0; got {self.iterations}, {self.lr}, {self.clip}")
 
@@ -51,18 +59,23 @@ def paper_loss(z: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, adv: to
 
 def run_paper_loop(sampler, reward, prompts: list[str], s: PaperLoopSettings, *, seed: int = 0, log=print,
                    log_every: int = 256) -> dict:
-    shape = sampler.latent_shape
+    """Run the released loop for every prompt at once. Returns ``mean``/``std`` ``(P, *latent_shape)`` (the mean
+    upsampled to the latent), ``mean_param`` ``(P, *mean_shape)`` (the learned parameter; equal to ``mean`` at full
+    resolution), the ``history`` (one row per ``log_every`` iterations) and the settings."""
+    shape = tuple(sampler.latent_shape)
     d, p = int(np.prod(shape)), len(prompts)
+    param_shape = latent_mean.mean_shape(shape, s.mean_resolution)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    mu = torch.zeros(p, d, requires_grad=True)
+    mu_param = torch.zeros(p, *param_shape, requires_grad=True)
     log_std = torch.zeros(p, d, requires_grad=True)
-    opt = torch.optim.AdamW([mu, log_std], lr=s.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([mu_param, log_std], lr=s.lr, weight_decay=0.0)
     onehot = torch.eye(p)
     calib = RewardCalibrator(latent_shape=shape, prompt_dim=p, normalize="none", lr=s.value_lr, steps=1, history=1)
     group = torch.arange(p)
     history, t0, window = [], time.perf_counter(), []
     for it in range(s.iterations):
+        mu = latent_mean.upsample(mu_param, shape).flatten(1)  # (P, D); the parameter itself at full resolution
         with torch.no_grad():
             z = mu + log_std.exp() * torch.randn(p, d, generator=gen)
         out = render_and_score(sampler, reward, z.reshape(p, *shape), prompts)
@@ -79,6 +92,9 @@ def run_paper_loop(sampler, reward, prompts: list[str], s: PaperLoopSettings, *,
                             "reward_evals_per_prompt": it + 1, "wall_s": time.perf_counter() - t0})
             window = []
             if log:
-                log(f"paper-loop iter {it + 1:>5}/{s.iterations}  align (last {log_every}) {a.mean():.3f}  |mu| {mu.abs().mean():.3f}")
-    return {"mean": mu.detach().reshape(p, *shape), "std": log_std.detach().exp().reshape(p, *shape), "history": history,
-            "settings": asdict(s)}
+                log(f"paper-loop iter {it + 1:>5}/{s.iterations}  align (last {log_every}) {a.mean():.3f}  "
+                    f"|mu| {latent_mean.upsample(mu_param.detach(), shape).abs().mean():.3f}")
+    with torch.no_grad():
+        mean = latent_mean.upsample(mu_param, shape).reshape(p, *shape)
+    return {"mean": mean.clone(), "std": log_std.detach().exp().reshape(p, *shape), "mean_param": mu_param.detach().clone(),
+            "history": history, "settings": asdict(s)}
