@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from find_rl.hps import HPSv2Score
+from find_rl.image_reward import ImageRewardScore
 from find_rl.shapes.detector import DEFAULT_IOU, STRICT_IOU, score_images
 
 #: OpenAI CLIP's input normalisation, used when a checkpoint ships no image-processor config.
@@ -238,7 +240,8 @@ class RewardSpec:
             raise ValueError(f"reward {text!r}: the weight must be a finite non-zero number")
         needs_path = name in PATH_REWARDS
         if needs_path and not (eq and path):
-            raise ValueError(f"reward {name!r} needs a model: write {name}=PATH_OR_HUB_ID")
+            where = "FOLDER (the released files)" if name in FOLDER_REWARDS else "PATH_OR_HUB_ID"
+            raise ValueError(f"reward {name!r} needs a model: write {name}={where}")
         if not needs_path and eq:
             raise ValueError(f"reward {name!r} takes no path; write just {name!r}")
         return cls(name, path if eq else None, weight)
@@ -279,9 +282,13 @@ REWARDS: dict[str, Callable[..., Callable]] = {
     "pickscore": lambda path, **kw: ClipScore(path, scale="logit", **kw),
     "aesthetic": lambda path, **kw: AestheticScore(path, **kw),
     "xclip": lambda path, **kw: XClipScore(path, **kw),
+    "imagereward": lambda path, **kw: ImageRewardScore(path, **kw),  # a folder with the released files
+    "hpsv2": lambda path, **kw: HPSv2Score(path, **kw),  # a folder with the released files (v2 or v2.1)
 }
 #: Rewards built on a model checkpoint: their spec must name it (``NAME=PATH``).
-PATH_REWARDS = {"clip", "pickscore", "aesthetic", "xclip"}
+PATH_REWARDS = {"clip", "pickscore", "aesthetic", "xclip", "imagereward", "hpsv2"}
+#: ... of which these read a local folder of released files only (no hub id)
+FOLDER_REWARDS = {"imagereward", "hpsv2"}
 
 
 def make_reward(spec: str | list[str], *, device: str = "cpu", dtype: str = "float32") -> WeightedReward:

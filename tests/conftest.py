@@ -83,3 +83,19 @@ def ray_local():
     ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ctx
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_imagereward(tmp_path_factory):
+    """A tiny random ImageReward folder in the released layout: ImageReward.pt, med_config.json, tokenizer/vocab.txt."""
+    from find_rl.preference_weights import save_imagereward_folder
+
+    return save_imagereward_folder(tmp_path_factory.mktemp("models") / "tiny-imagereward")
+
+
+@pytest.fixture(scope="session")
+def tiny_hpsv2(tmp_path_factory):
+    """A tiny random HPSv2.1 folder in the released layout: HPS_v2.1_compressed.pt and open_clip's BPE file."""
+    from find_rl.preference_weights import save_hps_folder
+
+    return save_hps_folder(tmp_path_factory.mktemp("models") / "tiny-hpsv2", version="v2.1")
