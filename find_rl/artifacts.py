@@ -17,30 +17,33 @@ from find_rl.settings import RunSettings
 logger = logging.getLogger("find_rl.artifacts")
 
 
-def export(run: RunSettings, run_dir: Path, mean, std) -> Path:
-    """Write the learned distributions (trained prompts, then held-out ones) in the portable format."""
-    from find_rl.export import NoisePolicy, save_policy
-
+def training_record(run: RunSettings) -> dict:
+    """What an exported policy says about how it was trained (``noise_policy.json``'s ``training``)."""
     loop = run.loop
     settings = run.to_dict()
     training = {"iterations": loop.iterations, "seed": loop.seed, "reward": run.reward_spec, "clip_param": run.find.clip,
                 "reward_evals_per_prompt": loop.iterations * run.samples_per_prompt_per_iteration,
                 "policy_type": run.policy.policy_type, "settings": {k: v for k, v in settings.items() if k != "prompts"}}
-    prompts = list(run.prompts) + list(run.eval_prompts)
-    path = save_policy(run_dir, NoisePolicy(prompts=prompts, mean=mean, std=std, model=run.model, sampler=run.sampler.to_dict(),
-                                            training=training))
+    return training
+
+
+def export(run_dir: Path, policy) -> Path:
+    """Write the learned policy (:meth:`find_rl.run.FindRun.policy`) in the portable format."""
+    from find_rl.export import save_policy
+
+    path = save_policy(run_dir, policy)
     logger.info("exported %s/noise_policy.safetensors", run_dir)
     return path
 
 
-def finish(run: RunSettings, run_dir: Path, mean, std, history: list[FindProgress]) -> list[dict]:
+def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress]) -> list[dict]:
     """Export, draw the curve and (shapes world, ``eval_samples`` > 0) score fresh samples: the per-prompt result rows
     (:func:`find_rl.report.results_rows`; empty when not evaluated)."""
     from find_rl.report import image_grid, plot_curves, results_rows, write_results
     from find_rl.sampler import DiffusionSampler
-    from find_rl.scoring import evaluate_distributions
+    from find_rl.scoring import evaluate_distributions, load_aligned_ceiling
 
-    export(run, run_dir, mean, std)
+    export(run_dir, policy)
     if history:
         plot_curves([h.to_dict() for h in history], run.prompts, run_dir / "curve.png")
     samples = run.loop.eval_samples
@@ -50,11 +53,11 @@ def finish(run: RunSettings, run_dir: Path, mean, std, history: list[FindProgres
     prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
     seed = 10_000 + run.loop.seed  # fresh noise, never the training stream
     base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, return_images=16)
-    after = evaluate_distributions(prompts=prompts, mean=mean, std=std, samples=samples, seed=seed, sampler=sampler,
-                                   return_images=16)
+    after = evaluate_distributions(prompts=prompts, transform=lambda u: policy.transform(list(range(len(prompts))), u),
+                                   samples=samples, seed=seed, sampler=sampler, return_images=16)
     for p in prompts:
         image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
-    rows = results_rows(base, after, held_out=run.eval_prompts)
+    rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model))
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
     header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "

@@ -13,13 +13,14 @@ from ray.rllib.utils.annotations import override
 
 from find_rl import ENV_ID
 from find_rl.learner import FindPPOTorchLearner
+from find_rl.flow_module import FlowNoisePolicyModule
 from find_rl.noise_module import AmortizedNoisePolicyModule, NoisePolicyModule
 from find_rl.settings import FindSettings, PolicySettings, RunSettings
 
 #: "module:id" makes every process (env-runner actors included) import find_rl, which registers the env.
 ENV = f"find_rl:{ENV_ID}"
 
-MODULES = {"per-prompt": NoisePolicyModule, "amortized": AmortizedNoisePolicyModule}
+MODULES = {"per-prompt": NoisePolicyModule, "amortized": AmortizedNoisePolicyModule, "flow": FlowNoisePolicyModule}
 
 
 class FindPPOConfig(PPOConfig):
@@ -51,6 +52,11 @@ class FindPPOConfig(PPOConfig):
 
 def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...]) -> RLModuleSpec:
     """The noise policy's RLModule for this family and parametrisation."""
+    if policy.policy_type == "flow":
+        return RLModuleSpec(module_class=FlowNoisePolicyModule, model_config=dict(
+            num_prompts=num_prompts, latent_shape=list(latent_shape), conditioning=policy.flow_conditioning,
+            flow_resolution=policy.mean_resolution, flow_blocks=policy.flow_blocks, flow_hidden=policy.flow_hidden,
+            flow_coupling=policy.flow_coupling, affine_lr_scale=1.0, coupling_lr_scale=policy.flow_coupling_lr_scale))
     return RLModuleSpec(
         module_class=MODULES[policy.policy_type],
         model_config=dict(num_prompts=num_prompts, latent_shape=list(latent_shape), mean_resolution=policy.mean_resolution,

@@ -56,9 +56,12 @@ class CalibrateRewards(ConnectorV2):
             obs = mb[Columns.OBS][rows]
             group = ObservationLayout(num_prompts).prompt_index(obs)
             rewards = mb[Columns.REWARDS][rows].float()
-            result = self.calibrator.update(
-                dist_inputs=mb[Columns.ACTION_DIST_INPUTS][rows], prompt_feat=obs, group=group, rewards=rewards
-            )
+            module = rl_module[module_id].unwrapped() if rl_module is not None else None
+            if hasattr(module, "moment_summary"):  # a flow: its behaviour distribution summarised as (mean, log std)
+                dist_inputs = torch.cat(module.moment_summary(obs), dim=-1)
+            else:  # a Gaussian: RLlib's (mu, log sigma) of the behaviour policy
+                dist_inputs = mb[Columns.ACTION_DIST_INPUTS][rows]
+            result = self.calibrator.update(dist_inputs=dist_inputs, prompt_feat=obs, group=group, rewards=rewards)
             adv = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
             adv[rows] = result.advantages.to(adv.device)
             mb[Postprocessing.ADVANTAGES] = adv

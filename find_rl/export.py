@@ -2,13 +2,18 @@
 
 A policy folder holds:
 
-- ``noise_policy.safetensors``: tensors ``mean`` and ``std``, each ``(P, *latent_shape)`` float32; row i is the
-  Gaussian N(mean_i, std_i^2) over the initial latent of prompt i.
-- ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "prompts": [...], "model": ...,
-  "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta, device, dtype}, "training": {...}}``.
+- ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "family": "gaussian" | "flow",
+  "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta, device,
+  dtype}, "training": {...}}``, plus ``"flow": {...}`` (the flow's constructor arguments) for the flow family. A file
+  without ``family`` is a Gaussian (the first exports).
+- ``noise_policy.safetensors``: for a **Gaussian**, tensors ``mean`` and ``std``, each ``(P, *latent_shape)`` float32;
+  row i is N(mean_i, std_i^2) over the initial latent of prompt i. For a **flow**, the flow's parameters under
+  ``flow.<name>`` and ``cond`` ``(P, F)``: each prompt's condition (one-hot or text embedding), so no text encoder is
+  needed to use it.
 
-Use it with any diffusers pipeline: ``latents = mean[i] + std[i] * torch.randn(...)``, then
-``pipe(prompt, latents=latents)``. :func:`load_policy` validates both files and raises a one-line error.
+Use it with any diffusers pipeline: ``latents = policy.sample(prompt, n)`` (a Gaussian: ``mean[i] + std[i] * eps``;
+a flow: ``T_c(eps)``), then ``pipe(prompt, latents=latents)``. :func:`load_policy` validates both files and raises a
+one-line error.
 """
 
 from __future__ import annotations
@@ -45,20 +50,61 @@ class NoisePolicy:
             raise ValueError(f"prompt {prompt!r} is not in this policy; it was trained for: {', '.join(map(repr, self.prompts))}")
         return self.prompts.index(prompt)
 
+    family = "gaussian"
+
     def sample(self, prompt: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` initial latents ``(n, *latent_shape)`` drawn from this prompt's learned distribution."""
-        i = self.index(prompt)
         eps = torch.randn((n, *self.latent_shape), generator=generator)
-        return self.mean[i] + self.std[i] * eps
+        return self.transform([self.index(prompt)], eps[None])[0]
+
+    def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
+        """Base noise ``eps`` ``(len(indices), S, *latent_shape)`` from N(0, I) -> the same shape from each prompt's
+        distribution (the same eps for every policy: methods are compared on the same noise)."""
+        shape = (len(indices), 1, *self.latent_shape)
+        return self.mean[indices].reshape(shape) + self.std[indices].reshape(shape) * eps
 
 
-def save_policy(directory: str | Path, policy: NoisePolicy) -> Path:
+@dataclass
+class FlowPolicy:
+    """The flow family: q(z | c_i) = the pushforward of N(0, I) by the conditional flow T_{c_i} (:mod:`find_rl.flow`)."""
+
+    prompts: list[str]
+    flow: torch.nn.Module  # find_rl.flow.ConditionalCouplingFlow
+    cond: torch.Tensor  # (P, F): each prompt's condition
+    model: str = "shapes"
+    sampler: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    family = "flow"
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.flow.view.latent_shape)
+
+    index = NoisePolicy.index
+
+    def sample(self, prompt: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn((n, *self.latent_shape), generator=generator)
+        return self.transform([self.index(prompt)], eps[None])[0]
+
+    @torch.no_grad()
+    def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
+        p, s = eps.shape[:2]
+        cond = self.cond[indices].repeat_interleave(s, 0)
+        z, _ = self.flow(eps.reshape(p * s, -1), cond)
+        return z.reshape(eps.shape)
+
+
+def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    save_file({"mean": policy.mean.detach().float().contiguous().cpu(), "std": policy.std.detach().float().contiguous().cpu()},
-              str(d / TENSORS_FILE))
-    meta = {"format": FORMAT, "version": VERSION, "prompts": policy.prompts, "model": policy.model,
+    meta = {"format": FORMAT, "version": VERSION, "family": policy.family, "prompts": policy.prompts, "model": policy.model,
             "latent_shape": list(policy.latent_shape), "sampler": policy.sampler, "training": policy.training}
+    if policy.family == "flow":
+        tensors = {f"flow.{k}": v for k, v in policy.flow.state_dict().items()} | {"cond": policy.cond}
+        meta["flow"] = policy.flow.config()
+    else:
+        tensors = {"mean": policy.mean, "std": policy.std}
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(d / TENSORS_FILE))
     (d / META_FILE).write_text(json.dumps(meta, indent=2))
     return d
 
@@ -80,6 +126,8 @@ def load_policy(directory: str | Path) -> NoisePolicy:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{tensor_path} is corrupt or unreadable ({e.__class__.__name__}); re-export the policy") from None
+    if meta.get("family", "gaussian") == "flow":
+        return _load_flow(meta, tensors, tensor_path)
     if set(tensors) != {"mean", "std"}:
         raise ValueError(f"{tensor_path} must hold exactly 'mean' and 'std', found {sorted(tensors)}")
     mean, std = tensors["mean"], tensors["std"]
@@ -92,3 +140,21 @@ def load_policy(directory: str | Path) -> NoisePolicy:
     return NoisePolicy(prompts=list(prompts), mean=mean, std=std, model=meta.get("model", "shapes"),
                        sampler=meta.get("sampler", {}), training=meta.get("training", {}))
 
+
+def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
+    from find_rl.flow import ConditionalCouplingFlow
+
+    prompts = meta.get("prompts")
+    try:
+        flow = ConditionalCouplingFlow(**meta["flow"])
+        flow.load_state_dict({k[len("flow."):]: v for k, v in tensors.items() if k.startswith("flow.")})
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise ValueError(f"{tensor_path}: the flow does not load ({first}); re-export the policy") from None
+    cond = tensors.get("cond")
+    if not prompts or cond is None or len(cond) != len(prompts) or tuple(flow.view.latent_shape) != tuple(meta.get("latent_shape", [])):
+        raise ValueError(f"{tensor_path}: conditions / latent shape do not match {META_FILE}; re-export the policy")
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
+    return FlowPolicy(prompts=list(prompts), flow=flow.eval(), cond=cond, model=meta.get("model", "shapes"),
+                      sampler=meta.get("sampler", {}), training=meta.get("training", {}))

@@ -76,26 +76,26 @@ class FindPPOTorchLearner(PPOTorchLearner):
         def masked_mean(x: torch.Tensor) -> torch.Tensor:
             return torch.where(mask, x, torch.zeros_like(x)).sum() / n
 
-        mu, log_std = pm.split_dist_inputs(fwd_out[Columns.ACTION_DIST_INPUTS])
-        z = batch[Columns.ACTIONS]
+        z, obs = batch[Columns.ACTIONS], batch[Columns.OBS]
         dim = z.shape[-1]
-        logp_new = pm.mean_log_density(z, mu, log_std)
+        module = self.module[module_id].unwrapped()
+        if hasattr(module, "log_prob"):  # the flow family: its exact joint log-density, per element
+            logp_new = module.log_prob(obs, z) / dim
+            # the true reverse KL(q || N(0, I)) on fresh draws of the policy (entropy included), per latent element
+            anchor = module.reverse_kl(obs[mask]) / dim
+            weighted_anchor = s.kl_coeff * anchor
+            with torch.no_grad():
+                mu, log_std = module.moment_summary(obs, n=16)
+        else:
+            mu, log_std = pm.split_dist_inputs(fwd_out[Columns.ACTION_DIST_INPUTS])
+            logp_new = pm.mean_log_density(z, mu, log_std)
+            anchor, weighted_anchor = self._gaussian_anchor(mu, log_std, obs, masked_mean)
         logp_old = batch[Columns.ACTION_LOGP] / dim  # behaviour policy, as recorded by the env runner
         log_r = pm.log_ratio(logp_new, logp_old)
         ratio = torch.exp(log_r)
         clip = s.clip  # None: no clipping (--clip-param inf)
         surrogate = pm.clipped_surrogate(ratio, batch[Postprocessing.ADVANTAGES], clip, mode=s.surrogate)
         policy_loss = masked_mean(surrogate)
-        if s.anchor == "none":
-            anchor = weighted_anchor = torch.zeros((), device=mu.device)
-        else:
-            per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
-            anchor = masked_mean(per_row)
-            if self.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
-                coeff = self.adaptive_anchor.coeffs.to(mu.device)[self.layout.prompt_index(batch[Columns.OBS])]
-                weighted_anchor = masked_mean(coeff * per_row)
-            else:
-                weighted_anchor = s.anchor_coeff * anchor
         total = policy_loss + weighted_anchor
 
         with torch.no_grad():
@@ -118,6 +118,32 @@ class FindPPOTorchLearner(PPOTorchLearner):
                 window=1,
             )
         return total
+
+    def _gaussian_anchor(self, mu: torch.Tensor, log_std: torch.Tensor, obs: torch.Tensor, masked_mean):
+        """The Gaussian families' pull toward N(0, I): ``(anchor, weighted anchor)`` (fixed or per-prompt adaptive weight)."""
+        s = self.find_settings
+        if s.anchor == "none":
+            zero = torch.zeros((), device=mu.device)
+            return zero, zero
+        per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
+        anchor = masked_mean(per_row)
+        if self.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
+            coeff = self.adaptive_anchor.coeffs.to(mu.device)[self.layout.prompt_index(obs)]
+            return anchor, masked_mean(coeff * per_row)
+        return anchor, s.anchor_coeff * anchor
+
+    @override(PPOTorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        """A module that names parameter groups with learning-rate multipliers (the flow: its per-prompt shift and scale
+        at ``lr``, its coupling nets slower) gets one Adam per group; the Gaussian families RLlib's default."""
+        module = self._module[module_id].unwrapped()
+        if not hasattr(module, "optimizer_param_groups"):
+            return super().configure_optimizers_for_module(module_id, config)
+        for name, params, scale in module.optimizer_param_groups():
+            params = [p for p in params if p.requires_grad]
+            if params:
+                self.register_optimizer(module_id=module_id, optimizer_name=name, optimizer=torch.optim.Adam(params),
+                                        params=params, lr_or_lr_schedule=config.lr * scale)
 
     @override(PPOTorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:

@@ -55,20 +55,29 @@ def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
 
 
 COLUMNS = ("prompt", "base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity",
-           "diversity_kept", "samples", "held_out")
-_MEANS = COLUMNS[1:-2]
+           "diversity_kept", "find_aligned_count", "find_aligned_diversity", "ceiling_aligned_diversity", "aligned_kept",
+           "samples", "held_out")
+_MEANS = ("base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity", "diversity_kept")
 
 
-def results_rows(base: dict, find: dict, *, held_out=()) -> list[dict]:
+def results_rows(base: dict, find: dict, *, held_out=(), ceiling: dict | None = None) -> list[dict]:
+    """One row per prompt; ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.scoring.aligned_ceiling`),
+    against which the aligned diversity is "kept"."""
     rows = []
     for p, f in find.items():
-        b = base[p]
+        b, c = base[p], (ceiling or {}).get(p, {})
+        kept = f["aligned_diversity"] / c["aligned_diversity"] if f.get("aligned_diversity") is not None and c.get("aligned_diversity") else None
         rows.append({"prompt": p, "base_alignment": b["alignment"], "find_alignment": f["alignment"],
                      "base_strict": b["strict_alignment"], "find_strict": f["strict_alignment"],
                      "base_diversity": b["diversity"], "find_diversity": f["diversity"],
-                     "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "samples": f["samples"],
-                     "held_out": p in held_out})
+                     "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "find_aligned_count": f.get("aligned_count"),
+                     "find_aligned_diversity": f.get("aligned_diversity"), "ceiling_aligned_diversity": c.get("aligned_diversity"),
+                     "aligned_kept": kept, "samples": f["samples"], "held_out": p in held_out})
     return rows
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{v:.0%}"
 
 
 def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Path, Path]:
@@ -77,16 +86,21 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    lines = [header, "", "| prompt | alignment base → FIND | strict base → FIND | diversity base → FIND (kept) |", "|---|---|---|---|"]
+    lines = [header, "", "| prompt | alignment base → FIND | strict base → FIND | diversity base → FIND (kept) | "
+             "aligned diversity kept (aligned images) |", "|---|---|---|---|---|"]
     for r in rows:
         name = r["prompt"] + (" *(held out)*" if r.get("held_out") else "")
         lines.append(f"| {name} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
-                     f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) |")
+                     f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) | "
+                     f"{_pct(r.get('aligned_kept'))} ({r.get('find_aligned_count')}) |")
     for label, group in (("mean", [r for r in rows if not r.get("held_out")]), ("mean, held out", [r for r in rows if r.get("held_out")])):
         if not group:
             continue
         mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
+        kept = [r["aligned_kept"] for r in group if r.get("aligned_kept") is not None]
+        akept = f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept else "—"
         lines.append(f"| **{label}** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
-                     f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) |")
+                     f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) | "
+                     f"{akept} |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path

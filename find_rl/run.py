@@ -234,21 +234,44 @@ class FindRun:
                 save_checkpoint(self.algo, self.run_dir, it + 1)
             yield row
 
+    def policy(self):
+        """The learned policy in the portable form (:mod:`find_rl.export`): the trained prompts, then ``eval_prompts``
+        (held-out prompts, which only prompt-conditioned policies answer, from their text embeddings)."""
+        from find_rl.artifacts import training_record
+        from find_rl.export import NoisePolicy
+
+        run, prompts = self.run, list(self.run.prompts) + list(self.run.eval_prompts)
+        meta = dict(prompts=prompts, model=run.model, sampler=run.sampler.to_dict(), training=training_record(run))
+        if run.policy.policy_type == "flow":
+            import copy
+
+            from find_rl.export import FlowPolicy
+
+            module = self.algo.get_module()
+            obs = self._observations()
+            return FlowPolicy(flow=copy.deepcopy(module.flow).eval(), cond=module.condition(obs).detach().float(), **meta)
+        mean, std = self.distributions()
+        return NoisePolicy(mean=mean, std=std, **meta)
+
+    def _observations(self):
+        """Observation rows of the trained prompts, then the held-out ones (their one-hot all zeros)."""
+        from find_rl.models import load_pipeline
+        from find_rl.observation import ObservationLayout, encode_text
+
+        run = self.run
+        prompts = list(run.prompts) + list(run.eval_prompts)
+        emb = encode_text(load_pipeline(run.model), prompts).pooled
+        return ObservationLayout(len(run.prompts)).rows(emb, list(range(len(run.prompts))))
+
     def distributions(self):
-        """The learned ``(mean, std)``, each ``(prompts, *latent_shape)``: the trained prompts, then ``eval_prompts``
-        (held-out prompts, which only the amortised policy answers, from their text embeddings)."""
+        """A Gaussian policy's ``(mean, std)``, each ``(prompts, *latent_shape)``, in :meth:`policy`'s prompt order."""
         import torch
 
         run, module = self.run, self.algo.get_module()
         prompts = list(run.prompts) + list(run.eval_prompts)
         with torch.no_grad():
             if run.policy.policy_type == "amortized":
-                from find_rl.models import load_pipeline
-                from find_rl.observation import encode_text
-
-                emb = encode_text(load_pipeline(run.model), prompts).pooled
-                obs = module.layout.rows(emb, list(range(len(run.prompts))))
-                mu, log_std = module.distribution_from_obs(obs)
+                mu, log_std = module.distribution_from_obs(self._observations())
             else:
                 mu, log_std = module.distribution(torch.arange(len(run.prompts)))
         shape = (len(prompts), *run.latent_shape)

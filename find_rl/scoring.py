@@ -2,13 +2,17 @@
 model) through the frozen sampler and score the images with the shapes world's detector.
 
 Per prompt: alignment (the detector's ``aligned`` rate) with a 95% Wilson interval, strict alignment (detector IoU >= 0.8),
-diversity (mean pairwise L2 distance between that prompt's images, in [-1, 1] pixel units) and the number of samples.
+diversity (mean pairwise L2 distance between that prompt's images, in [-1, 1] pixel units), the number of samples, and
+the **aligned diversity**: the same distance among the aligned images only, with their count. "Kept" compares it with
+the frozen model's own aligned images (rejection sampling from N(0, I), :func:`aligned_ceiling`; shipped for the shapes
+model in ``find_rl/shapes/model/aligned_ceiling.json``), so a method that fails a prompt cannot look diverse.
 Base and learned policies go through exactly the same code; only the noise differs. No Ray.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,10 +62,12 @@ def evaluate_distributions(
     sampler: DiffusionSampler | None = None,
     chunk: int = 576,
     return_images: int = 0,
+    transform=None,
 ) -> dict[str, dict]:
     """Render ``samples`` images per prompt from N(mean_i, std_i^2) (N(0, I) when ``mean`` is None) and score them.
 
-    Returns ``{prompt: {alignment, strict_alignment, ci_low, ci_high, diversity, samples, rare}}``; with
+    Returns ``{prompt: {alignment, strict_alignment, ci_low, ci_high, diversity, samples, rare, aligned_diversity,
+    aligned_count}}``; with
     ``return_images=k`` each entry also carries its first k images under ``"images"``.
     """
     if samples < 2:
@@ -70,7 +76,9 @@ def evaluate_distributions(
     shape = sampler.latent_shape
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((len(prompts), samples, *shape), generator=gen)
-    if mean is not None:
+    if transform is not None:  # a learned policy's map of the same base noise (a flow, ...): (P, S, *shape) -> same
+        noise = transform(noise)
+    elif mean is not None:
         noise = mean.reshape(len(prompts), 1, *shape) + std.reshape(len(prompts), 1, *shape) * noise
     flat_prompts = [p for p in prompts for _ in range(samples)]
     flat_noise = noise.reshape(-1, *shape)
@@ -95,8 +103,11 @@ def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -
         start += n
         k = int(lenient[sl].sum())
         lo, hi = wilson_interval(k, n)
+        ok = lenient[sl]
         out[p] = {"alignment": k / n, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
-                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p)}
+                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p),
+                  # among the aligned images only (None below 2): a method that fails a prompt does not look diverse
+                  "aligned_diversity": diversity(images[p][ok]) if k >= 2 else None, "aligned_count": k}
         if return_images:
             out[p]["images"] = images[p][:return_images]
     return out
@@ -118,7 +129,48 @@ def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, promp
     settings = SamplerSettings(**(dict(pol.sampler) | ({"device": device} if device else {})))
     prompts = prompts or pol.prompts
     idx = [pol.index(p) for p in prompts]
-    res = evaluate_distributions(model=model or pol.model, prompts=prompts, mean=pol.mean[idx], std=pol.std[idx], samples=samples,
+    res = evaluate_distributions(model=model or pol.model, prompts=prompts, transform=lambda u: pol.transform(idx, u), samples=samples,
                                  seed=seed, settings=settings)
     return {"policy": str(policy_dir), "model": model or pol.model, "samples": samples, "seed": seed, "sampler": settings.to_dict(),
             "prompts": res}
+
+
+CEILING_FILE = "aligned_ceiling.json"
+
+
+def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligned: int = 30, max_samples: int = 32768,
+                    chunk: int = 512, seed: int = 123) -> dict[str, dict]:
+    """The frozen model's own aligned images per prompt (rejection sampling from N(0, I)): their diversity and count.
+
+    Renders chunks until ``min_aligned`` aligned images (at most ``max_samples``) and measures at most 256 of them.
+    Returns ``{prompt: {"aligned_diversity", "aligned_count", "samples"}}`` (None where fewer than 2 were found)."""
+    gen = torch.Generator().manual_seed(seed)
+    reward = ShapesReward(min_iou=DEFAULT_IOU)
+    out = {}
+    for p in prompts:
+        kept, n = [], 0
+        while sum(len(k) for k in kept) < min_aligned and n < max_samples:
+            z = torch.randn((chunk, *sampler.latent_shape), generator=gen)
+            imgs = sampler.sample(z, [p] * chunk).images
+            kept.append(imgs[reward.score(imgs, [p] * chunk)["aligned"]])
+            n += chunk
+        ok = np.concatenate(kept)
+        out[p] = {"aligned_diversity": diversity(ok[:256]) if len(ok) >= 2 else None, "aligned_count": int(len(ok)),
+                  "samples": n}
+    return out
+
+
+def load_aligned_ceiling(model: str = "shapes") -> dict[str, dict]:
+    """The shipped rejection ceiling of a model folder (``{}`` when it ships none)."""
+    import json
+
+    from find_rl.models import resolve_model
+
+    path = Path(resolve_model(model)) / CEILING_FILE
+    return json.loads(path.read_text())["prompts"] if path.is_file() else {}
+
+
+def aligned_kept(result: dict, ceiling: dict) -> float | None:
+    """A prompt's aligned diversity relative to the frozen model's aligned images (None where either is missing)."""
+    d, c = result.get("aligned_diversity"), (ceiling or {}).get("aligned_diversity")
+    return d / c if d is not None and c else None

@@ -26,7 +26,7 @@ from find_rl.fields import (at_least, check_fields, finite, finite_nonnegative, 
                             positive, setting)
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-POLICY_TYPES = ("per-prompt", "amortized")
+POLICY_TYPES = ("per-prompt", "amortized", "flow")
 BASELINES = ("calibrated", "mean", "ema", "none")
 
 
@@ -126,9 +126,11 @@ class ResourceSettings(_Part):
 @dataclass
 class PolicySettings(_Part):
     policy_type: str = setting("per-prompt", check=one_of(*POLICY_TYPES), cli={"choices": POLICY_TYPES},
-                               help="'amortized': one prompt-conditioned policy mu, sigma = f(text embedding) for all prompts")
+                               help="'per-prompt': a Gaussian per prompt (the paper's family); 'amortized': one Gaussian "
+                                    "mu, sigma = f(text embedding) for all prompts; 'flow': a coupling flow per prompt")
     mean_resolution: int | None = setting(4, parse=parse_resolution, check=at_least(1),
-                                          help="spatial resolution of the learned mean (upsampled), or 'full'")
+                                          help="spatial resolution of what is learned: the Gaussian's mean (upsampled), the "
+                                               "flow's block-mean view (the rest stays N(0, I)); or 'full'")
     mean_highpass: int | None = setting(None, check=at_least(1), cli={"type": int},
                                         help="remove the learned mean's k x k block averages")
     std_mode: str = setting("scalar", check=one_of("scalar", "element"), cli={"choices": ("scalar", "element")})
@@ -140,11 +142,21 @@ class PolicySettings(_Part):
                                   help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)")
     amortized_linear: bool = setting(True, cli={"action": argparse.BooleanOptionalAction},
                                      help="amortized only: keep the path linear in the embedding")
+    flow_coupling: str = setting("affine", check=one_of("affine", "spline"), cli={"choices": ("affine", "spline")},
+                                 help="flow only: affine (RealNVP) or rational-quadratic spline couplings")
+    flow_blocks: int = setting(4, check=at_least(0), help="flow only: coupling blocks (alternating checkerboard/channel masks)")
+    flow_hidden: int = setting(32, check=at_least(1), help="flow only: channels of each coupling's conv net")
+    flow_conditioning: str = setting("prompt", check=one_of("prompt", "embedding"), cli={"choices": ("prompt", "embedding")},
+                                     help="flow only: a learned vector per prompt, or the text embedding (answers held-out prompts)")
+    flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
+                                            help="flow only: the coupling nets' learning rate as a fraction of --lr (the "
+                                                 "per-prompt shift and scale train at --lr)")
 
     def __post_init__(self):
         super().__post_init__()
-        if self.policy_type == "amortized" and (self.std_mode != "scalar" or self.mean_highpass is not None):
-            raise ValueError("the amortized policy has a scalar std and no high-pass mean; drop --std-mode element / --mean-highpass")
+        if self.policy_type != "per-prompt" and (self.std_mode != "scalar" or self.mean_highpass is not None):
+            raise ValueError(f"the {self.policy_type} policy has a scalar std and no high-pass mean; drop --std-mode element / "
+                             "--mean-highpass")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
 
@@ -162,7 +174,10 @@ class FindSettings(_Part):
                              help="'clamp' = the released code's clamp-only loss")
     anchor: str = setting("kl", check=one_of("kl", "l2", "none"), cli={"choices": ("kl", "l2", "none")},
                           help="regulariser toward N(0, I)")
-    anchor_coeff: float = setting(0.0, check=finite_nonnegative, help="anchor weight (initial weight if --target-alignment)")
+    anchor_coeff: float = setting(0.0, check=finite_nonnegative,
+                                  help="Gaussian families: anchor weight (initial weight if --target-alignment)")
+    kl_coeff: float = setting(0.01, check=finite_nonnegative,
+                              help="flow only: beta, the weight of the true reverse KL(q || N(0, I)) per latent element")
     target_alignment: float | None = setting(None, check=in_range(0, 1, open_low=True), cli={"type": float},
                                              help="adapt each prompt's anchor weight to hold its training alignment at this level")
     anchor_factor: float = setting(1.5, flag="", check=_above_one,
@@ -239,8 +254,11 @@ class RunSettings(_Part):
         check_prompts(self.eval_prompts, "--eval-prompts")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
-        if self.eval_prompts and self.policy.policy_type != "amortized":
-            raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized: a per-prompt policy has nothing for them")
+        answers = self.policy.policy_type == "amortized" or (self.policy.policy_type == "flow"
+                                                             and self.policy.flow_conditioning == "embedding")
+        if self.eval_prompts and not answers:
+            raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized (or flow with --flow-conditioning "
+                             "embedding): a per-prompt policy has nothing for them")
 
     def validate(self) -> None:
         """The checks that need the resolved prompts and latent shape (see :func:`find_rl.run.resolve`)."""

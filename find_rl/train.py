@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                          len(run.prompts), run.samples_per_prompt, run.runners, run.latent_shape, run.find.clip_param)
             for row in fr.iterations():
                 print(row.format(run.loop.iterations, run.prompts), flush=True)
-            mean, std = fr.distributions()
+            policy = fr.policy()
             history = fr.history
     except (ValueError, InvalidRewards) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    finish(run, run_dir, mean, std, history)
+    finish(run, run_dir, policy, history)
     results = run_dir / "results.md"
     print(results.read_text() if results.is_file() else "")
     return 0

@@ -82,8 +82,8 @@ def run_trial(config: dict, *, base: dict) -> None:
                 if done:
                     break
         it, history = fr.iteration, list(fr.history)
-        mean, std = fr.distributions()
-    rows = finish(run, out, mean, std, history)
+        policy = fr.policy()
+    rows = finish(run, out, policy, history)
     last = history[-1].to_dict() if history else {}
     final = {k: last.get(k, math.nan) for k in ("alignment", "reward_mean", "clip_fraction", "approx_kl", "images_per_s")}
     final |= {"iteration": it, "done": True, "trial_dir": str(out), "iterations_run": it, "started_at_iteration": started_at,

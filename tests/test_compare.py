@@ -109,3 +109,34 @@ def test_compare_cli_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert evaluate.main(argv) == 0  # everything finished is reused, not retrained
     assert capsys.readouterr().out.count("reusing") == 7
+
+
+def test_aligned_diversity_kept_counts_a_failed_prompt_as_nothing_kept():
+    from find_rl.compare.stats import aligned_kept, frontier
+
+    ceiling = {"aligned_diversity": 10.0}
+    assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 40}, ceiling) == 0.5
+    assert aligned_kept({"aligned_diversity": None, "aligned_count": 1}, ceiling) == 0.0  # failed: not "diverse"
+    assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 40}, None) is None
+    runs = {m: [_run({"a": a}, 1, 1) for _ in range(2)] for m, a in (("x", 0.9), ("y", 0.5), ("z", 0.4))}
+    for m, kept in (("x", 2.0), ("y", 8.0), ("z", 1.0)):
+        for r in runs[m]:
+            r["per_prompt"]["a"] |= {"aligned_diversity": kept, "aligned_count": 10}
+    results, summary = aggregate(runs, ["a"], {"a": {"aligned_diversity": 10.0}})
+    assert results["y"]["a"]["aligned_kept"] == pytest.approx(0.8) and summary["x"]["aligned_kept"]["mean"] == pytest.approx(0.2)
+    assert sorted(frontier(summary)) == ["x", "y"]  # z is below y on both
+
+
+def test_score_image_sets_reports_diversity_among_aligned_images_only():
+    from find_rl.scoring import score_image_sets
+    from find_rl.shapes.world import COLOURS, SHAPES, render
+
+    good = np.stack([render(SHAPES.index("circle"), COLOURS.index("green"), 8 + d, 8, 4) for d in range(-2, 3)])
+    blank = np.full((3, *good.shape[1:]), -1.0, np.float32)
+    res = score_image_sets({"a green circle": np.concatenate([good, blank])})["a green circle"]
+    assert res["aligned_count"] == 5 and res["alignment"] == pytest.approx(5 / 8)
+    from find_rl.scoring import diversity
+
+    assert res["aligned_diversity"] == pytest.approx(diversity(good)) and res["diversity"] != res["aligned_diversity"]
+    none = score_image_sets({"a green circle": blank})["a green circle"]
+    assert none["aligned_count"] == 0 and none["aligned_diversity"] is None

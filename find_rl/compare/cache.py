@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from find_rl.compare.settings import CompareSettings
+from find_rl.compare.settings import CompareSettings, find_variant
 
 METHOD_FILE = "method.json"
 
@@ -31,6 +31,11 @@ def run_key(cs: CompareSettings, method: str) -> dict:
         key |= {"device": cs.device}
     if method == "ddpo":
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
+    if find_variant(method) is not None or method.startswith("amortized"):  # trained through find_rl.run: its defaults too
+        from find_rl.settings import RunSettings
+
+        defaults = RunSettings().to_dict()
+        key |= {"run_defaults": {part: defaults[part] for part in ("policy", "find")}}
     if method.startswith("amortized"):
         key |= {"amortized_hidden": cs.amortized_hidden}
     if method == "amortized":

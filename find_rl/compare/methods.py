@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from find_rl.compare.settings import FIND_METHODS, CompareSettings
+from find_rl.compare.settings import CompareSettings, find_variant
 from find_rl.progress import HistoryRow
 from find_rl.scoring import evaluate_distributions, score_image_sets
 
@@ -126,14 +126,13 @@ def find(changes: dict, *, amortized: str | None = None):
             with FindRun(run, run_dir, live_metrics=False) as fr:
                 for _ in fr.iterations():
                     pass
-                mean, std = fr.distributions()
+                policy = fr.policy()
                 rows = fr.history
-            export(run, run_dir, mean, std)
+            export(run_dir, policy)
         from find_rl.progress import history
 
-        trained = list(run.prompts) + list(run.eval_prompts)
-        idx = [trained.index(p) for p in cs.prompts]
-        scores = evaluate_distributions(mean=mean[idx], std=std[idx], **_scoring(cs, seed, sampler))
+        idx = [policy.index(p) for p in cs.prompts]
+        scores = evaluate_distributions(transform=lambda u: policy.transform(idx, u), **_scoring(cs, seed, sampler))
         # the curve is over the scored prompts the run trained on (an amortised run also trains the common prompts)
         curve = [h.over([p for p in cs.prompts if p in run.prompts]) for h in history(rows)]
         return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, c.wall, c.cpu, curve, held)
@@ -146,7 +145,9 @@ def method_for(name: str):
         return best_of_n(int(name.rsplit("-", 1)[1]))
     table = {"base": base, "cem": cem, "find-paper": paper_loop, "ddpo": ddpo,
              "amortized": find({}, amortized="held-out"), "amortized-all": find({}, amortized="all")}
-    table |= {m: find(changes) for m, changes in FIND_METHODS.items()}
-    if name not in table:  # parse_methods keeps this unreachable
+    if name in table:
+        return table[name]
+    changes = find_variant(name)
+    if changes is None:  # parse_methods keeps this unreachable
         raise ValueError(f"unknown method {name!r}")
-    return table[name]
+    return find(changes)

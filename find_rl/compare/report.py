@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from find_rl.compare.settings import CompareSettings
-from find_rl.compare.stats import aggregate, criteria
+from find_rl.compare.stats import aggregate, criteria, frontier
 
 
 def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path) -> tuple[Path, Path]:
@@ -49,10 +49,40 @@ def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out:
     return paths[0], paths[1]
 
 
+def frontier_plot(summary: dict, path: Path) -> Path | None:
+    """Alignment vs aligned diversity kept, one point per method with 95% intervals over seeds; the frontier joined."""
+    pts = {m: s for m, s in summary.items() if "aligned_kept" in s}
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for m, s in pts.items():
+        ax.errorbar(s["alignment"]["mean"], s["aligned_kept"]["mean"], xerr=s["alignment"]["ci95"], yerr=s["aligned_kept"]["ci95"],
+                    fmt="o", capsize=3, label=m)
+    front = sorted((pts[m]["alignment"]["mean"], pts[m]["aligned_kept"]["mean"]) for m in frontier(summary))
+    if len(front) > 1:
+        ax.plot(*zip(*front), "k--", lw=1, label="frontier")
+    ax.set_xlabel("alignment (fresh samples)")
+    ax.set_ylabel("aligned diversity kept (vs the frozen model's aligned images)")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, max(1.1, max(s["aligned_kept"]["mean"] for s in pts.values()) + 0.1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
     from find_rl.report import image_grid
 
-    results, summary = aggregate(runs, cs.prompts)
+    from find_rl.scoring import load_aligned_ceiling
+
+    results, summary = aggregate(runs, cs.prompts, load_aligned_ceiling("shapes"))
     checks = criteria(runs, results, summary, cs.prompts)
     (cs.out / "results.json").write_text(json.dumps(results, indent=2))
     (cs.out / "summary.json").write_text(json.dumps({"methods": summary, "criteria": checks, "settings": {
@@ -60,6 +90,7 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
         "samples_per_prompt": cs.samples_per_prompt, "held_out": cs.held_out, "ddpo_workers": cs.ddpo_workers,
         "amortized_hidden": cs.amortized_hidden, "device": cs.device}}, indent=2))
     comparison_plots({m: [r["history"] for r in rs] for m, rs in runs.items()}, summary, cs.out)
+    frontier_plot(summary, cs.out / "frontier.png")
     grids = cs.out / "grids"
     grids.mkdir(exist_ok=True)
     for p in cs.prompts:
@@ -91,13 +122,22 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         "evaluations per prompt for every trained method; best-of-N spends N per delivered image. Wall and CPU seconds are the "
         f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
         "",
-        "| method | alignment | strict | diversity kept | reward evals / prompt | evals per image | wall s | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
+        "Aligned diversity kept = mean pairwise distance among a method's *aligned* images relative to the frozen model's own "
+        "aligned images (rejection sampling, `find_rl/shapes/model/aligned_ceiling.json`); a prompt with fewer than two "
+        "aligned images counts 0, so failing a prompt never looks diverse.",
+        "",
+        "| method | alignment | strict | diversity kept | aligned diversity kept (worst prompt) | reward evals / prompt | "
+        "evals per image | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m, s in summary.items():
         kept = pm(s["diversity_kept"], ".0%") if "diversity_kept" in s else "-"
-        lines.append(f"| {m} | {pm(s['alignment'])} | {pm(s['strict_alignment'])} | {kept} | {s['reward_evals']} | "
+        akept = f"{pm(s['aligned_kept'], '.0%')} ({s['aligned_kept_min_prompt']:.0%})" if "aligned_kept" in s else "-"
+        lines.append(f"| {m} | {pm(s['alignment'])} | {pm(s['strict_alignment'])} | {kept} | {akept} | {s['reward_evals']} | "
                      f"{s['evals_per_image']} | {pm(s['wall_s'], '.0f')} | {pm(s['cpu_s'], '.0f')} |")
+    front = frontier(summary)
+    if front:
+        lines += ["", f"On the alignment / aligned-diversity frontier (`frontier.png`): {', '.join(front)}."]
     lines += ["", "## Per prompt (alignment / strict / diversity kept)", "",
               "| method | " + " | ".join(cs.prompts) + " |", "|---|" + "---|" * len(cs.prompts)]
     for m, per in results.items():

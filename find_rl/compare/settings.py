@@ -17,14 +17,49 @@ OTHER = ("base", "cem", "ddpo", "find-paper", "amortized", "amortized-all")
 DEFAULT_HELD_OUT = ("a green circle", "a blue square")
 
 
+def find_variant(name: str) -> dict | None:
+    """A FIND method's settings changes: ``find``, ``find-nocal`` ... and any of them with ``+SETTING=VALUE`` parts
+    (e.g. ``find+anchor_coeff=0.01``, ``find+policy_type=flow+kl_coeff=0.05``: run settings by their flat names, values
+    read as the setting's type). None when ``name`` is not a FIND method."""
+    head, *parts = name.split("+")
+    if head not in FIND_METHODS:
+        return None
+    changes = dict(FIND_METHODS[head])
+    for part in parts:
+        key, eq, text = part.partition("=")
+        if not eq:
+            raise ValueError(f"method {name!r}: write {head}+SETTING=VALUE, e.g. find+anchor_coeff=0.01")
+        changes[key] = _setting_value(key, text, name)
+    return changes
+
+
+def _setting_value(key: str, text: str, name: str):
+    from find_rl.settings import PARTS, RunSettings
+
+    for cls in [*PARTS.values(), RunSettings]:
+        for f in dataclasses.fields(cls):
+            if f.name == key:
+                if f.metadata.get("parse"):
+                    return f.metadata["parse"](text)
+                default = f.default if f.default is not dataclasses.MISSING else None
+                if isinstance(default, bool):
+                    return text.lower() in ("1", "true", "yes")
+                kind = type(default) if isinstance(default, (int, float)) else f.metadata.get("cli", {}).get("type", str)
+                try:
+                    return kind(text)
+                except ValueError:
+                    raise ValueError(f"method {name!r}: {key}={text!r} is not a {kind.__name__}") from None
+    raise ValueError(f"method {name!r}: unknown setting {key!r} (use the flat names of find_rl.settings)")
+
+
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in str(text).split(",") if m.strip()]
     if not methods:
         raise ValueError("--methods is empty; e.g. --methods base,best-of-16,cem,ddpo,find")
     for m in methods:
-        if m not in FIND_METHODS and m not in OTHER and not re.fullmatch(r"best-of-[1-9]\d*", m):
+        if find_variant(m) is None and m not in OTHER and not re.fullmatch(r"best-of-[1-9]\d*", m):
             raise ValueError(f"unknown method {m!r}; choose from base, best-of-N (e.g. best-of-16), cem, ddpo, "
-                             f"{', '.join(FIND_METHODS)}, find-paper, amortized, amortized-all")
+                             f"{', '.join(FIND_METHODS)} (each also as NAME+SETTING=VALUE), find-paper, amortized, amortized-all")
     if len(set(methods)) != len(methods):
         raise ValueError("--methods lists a method twice")
     return methods

@@ -22,8 +22,19 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(t95(len(v)) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def aggregate(runs: dict[str, list[dict]], prompts: list[str]) -> tuple[dict, dict]:
-    """``results.json`` (per method and prompt, means over seeds) and the per-method summary with 95% t-intervals."""
+def aligned_kept(row: dict, ceiling: dict | None) -> float | None:
+    """One run's aligned diversity on one prompt relative to the frozen model's aligned images; a prompt with fewer than
+    two aligned images kept nothing (0), so failing a prompt never looks diverse. None without a ceiling or data."""
+    c = (ceiling or {}).get("aligned_diversity")
+    if not c or "aligned_count" not in row:
+        return None
+    return 0.0 if row.get("aligned_diversity") is None else row["aligned_diversity"] / c
+
+
+def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | None = None) -> tuple[dict, dict]:
+    """``results.json`` (per method and prompt, means over seeds) and the per-method summary with 95% t-intervals.
+    ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.scoring.load_aligned_ceiling`)."""
+    ceiling = ceiling or {}
     base = runs.get("base")
     results, summary = {}, {}
     for method, seeds in runs.items():
@@ -36,6 +47,9 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str]) -> tuple[dict, di
                       "alignment_ci95": mean_ci([r["alignment"] for r in rows])[1], "seeds": len(rows)}
             if base:
                 entry["diversity_kept"] = entry["diversity"] / max(np.mean([b["per_prompt"][p]["diversity"] for b in base]), 1e-9)
+            kept = [aligned_kept(r, ceiling.get(p)) for r in rows]
+            if all(k is not None for k in kept):
+                entry |= {"aligned_count": float(np.mean([r["aligned_count"] for r in rows])), "aligned_kept": float(np.mean(kept))}
             results[method][p] = entry
         per_seed = {k: [np.mean([s["per_prompt"][p][k] for p in prompts]) for s in seeds]
                     for k in ("alignment", "strict_alignment", "diversity")}
@@ -44,6 +58,10 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str]) -> tuple[dict, di
             kept = [np.mean([s["per_prompt"][p]["diversity"] / np.mean([b["per_prompt"][p]["diversity"] for b in base]) for p in prompts])
                     for s in seeds]
             summ["diversity_kept"] = dict(zip(("mean", "ci95"), mean_ci(kept)))
+        if all("aligned_kept" in results[method][p] for p in prompts):
+            per = [[aligned_kept(s["per_prompt"][p], ceiling.get(p)) for p in prompts] for s in seeds]
+            summ["aligned_kept"] = dict(zip(("mean", "ci95"), mean_ci([np.mean(v) for v in per])))
+            summ["aligned_kept_min_prompt"] = float(min(np.mean([v[i] for v in per]) for i in range(len(prompts))))
         for group, keep in (("trained", False), ("held_out", True)):
             ps = [p for p in prompts if results[method][p]["held_out"] == keep]
             if ps and any(results[method][p]["held_out"] for p in prompts):
@@ -53,6 +71,14 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str]) -> tuple[dict, di
                  "cpu_s": dict(zip(("mean", "ci95"), mean_ci([s["cpu_s"] for s in seeds]))), "seeds": len(seeds)}
         summary[method] = summ
     return results, summary
+
+
+def frontier(summary: dict) -> list[str]:
+    """The methods on the alignment / aligned-diversity-kept frontier: none other is at least as good on both and better
+    on one (methods without an aligned-diversity figure are left out)."""
+    pts = {m: (s["alignment"]["mean"], s["aligned_kept"]["mean"]) for m, s in summary.items() if "aligned_kept" in s}
+    return [m for m, (a, d) in pts.items()
+            if not any(a2 >= a and d2 >= d and (a2 > a or d2 > d) for m2, (a2, d2) in pts.items() if m2 != m)]
 
 
 def time_to_reach(history: list[dict], target: float, window: int = 5) -> float | None:
