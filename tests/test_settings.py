@@ -189,7 +189,7 @@ def test_replace_routes_flat_names_to_their_parts():
     run = RunSettings().replace(clip_param=0.01, seed=4, threads=1, eta=0.5, policy_type="amortized", prompts=["x"])
     assert (run.find.clip_param, run.loop.seed, run.resources.threads, run.sampler.eta) == (0.01, 4, 1, 0.5)
     assert run.policy.policy_type == "amortized" and run.prompts == ["x"]
-    assert RunSettings().find.clip_param == 0.2  # a copy: the original is unchanged
+    assert RunSettings().find.clip_param == 0.005  # a copy: the original is unchanged
     with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
         RunSettings().replace(learning_rate=0.1)
     with pytest.raises(ValueError, match="--eta must be in"):
@@ -212,7 +212,7 @@ def test_help_lists_every_flag_with_its_default(capsys):
     with pytest.raises(SystemExit):
         _parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    assert "--lr LR" in out and "(default 0.05)" in out and "--no-calibration" in out and "(default inf)" not in out
+    assert "--lr LR" in out and "(default 0.1)" in out and "--no-calibration" in out and "(default inf)" not in out
 
 
 def test_compare_settings_are_declared_the_same_way():
