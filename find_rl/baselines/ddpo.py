@@ -92,14 +92,12 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, t, x: torch.Te
 
 def denoiser_kwargs(pipeline, prompts: list[str]) -> dict:
     """The conditioning keyword the pipeline's denoiser takes, for these prompts."""
-    enc = pipeline.text_encoder
-    if hasattr(enc, "encode"):  # the shapes model: class_labels = prompt embedding
-        return {"class_labels": enc.encode(prompts).to(pipeline.unet.device, pipeline.unet.dtype)}
-    tok = pipeline.tokenizer(prompts, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        hidden = enc(tok.input_ids.to(enc.device))[0]
-    return {"encoder_hidden_states": hidden.to(pipeline.unet.dtype)}
+    from find_rl.observation import encode_text
+
+    text = encode_text(pipeline, prompts)
+    if text.hidden is None:  # the shapes model: class_labels = prompt embedding
+        return {"class_labels": text.pooled.to(pipeline.unet.device, pipeline.unet.dtype)}
+    return {"encoder_hidden_states": text.hidden.to(pipeline.unet.dtype)}
 
 
 @torch.no_grad()
