@@ -28,8 +28,9 @@ from find_rl.observation import ObservationLayout
 
 class CalibrateRewards(ConnectorV2):
     def __init__(self, input_observation_space=None, input_action_space=None, *, calibrator: RewardCalibrator,
-                 prompts: list[str], anchor=None, **kwargs):
+                 prompts: list[str], anchor=None, replay=None, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
+        self.replay = replay  # RewardedReplay or None; owned (and checkpointed) by the Learner
         self.calibrator = calibrator  # owned (and checkpointed) by the Learner
         self.anchor = anchor  # AdaptiveAnchor or None; owned (and checkpointed) by the Learner
         self.prompts = list(prompts)
@@ -68,6 +69,11 @@ class CalibrateRewards(ConnectorV2):
             mb[Postprocessing.VALUE_TARGETS] = mb[Columns.REWARDS].float()
             has_aligned = any("aligned" in infos[r] for r in rows.tolist())
             aligned = np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()])
+            if self.replay is not None:  # rewarded = aligned where the reward says so, else above the prompt's batch mean
+                rewarded = (torch.as_tensor(aligned) if has_aligned else
+                            rewards.cpu() > torch.as_tensor(per_prompt_mean(rewards.cpu().numpy(), group.cpu().numpy(),
+                                                                            num_prompts), dtype=torch.float32)[group.cpu()])
+                self.replay.add(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, group.cpu(), rewarded)
             per = per_prompt_mean(aligned.astype(float), group.cpu().numpy(), num_prompts) if has_aligned else None
             if self.anchor is not None and per is not None:  # adapt each prompt's anchor weight to its alignment
                 self.anchor.update(per)

@@ -29,9 +29,11 @@ from find_rl.anchor import AdaptiveAnchor
 from find_rl.calibration import RewardCalibrator
 from find_rl.connectors import CalibrateRewards
 from find_rl.observation import ObservationLayout
+from find_rl.replay import RewardedReplay
 
 CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
+REPLAY_STATE = "rewarded_replay"
 
 
 class FindPPOTorchLearner(PPOTorchLearner):
@@ -59,11 +61,13 @@ class FindPPOTorchLearner(PPOTorchLearner):
                            factor=s.anchor_factor)
             if s.target_alignment is not None else None
         )
+        self.replay = (RewardedReplay(num_groups=len(self.prompts), size=s.replay_size)
+                       if s.replay_coeff > 0 and hasattr(module, "log_prob") else None)
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
-            self._learner_connector.append(
-                CalibrateRewards(calibrator=self.calibrator, prompts=self.prompts, anchor=self.adaptive_anchor))
+            self._learner_connector.append(CalibrateRewards(calibrator=self.calibrator, prompts=self.prompts,
+                                                            anchor=self.adaptive_anchor, replay=self.replay))
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -83,7 +87,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
             logp_new = module.log_prob(obs, z) / dim
             # the true reverse KL(q || N(0, I)) on fresh draws of the policy (entropy included), per latent element
             anchor = module.reverse_kl(obs[mask]) / dim
-            weighted_anchor = s.kl_coeff * anchor
+            weighted_anchor = s.kl_coeff * anchor + s.replay_coeff * self._replay_nll(module, dim)
             with torch.no_grad():
                 mu, log_std = module.moment_summary(obs, n=16)
         else:
@@ -118,6 +122,17 @@ class FindPPOTorchLearner(PPOTorchLearner):
                 window=1,
             )
         return total
+
+    def _replay_nll(self, module, dim: int) -> torch.Tensor:
+        """Importance-weighted negative log-likelihood of the replayed rewarded noises, per element (find_rl/replay.py)."""
+        from find_rl.flow import replay_weights
+
+        stored = self.replay.tensors() if self.replay is not None else None
+        if stored is None:
+            return torch.zeros((), device=self._device or "cpu")
+        z, logp_b, obs, group = (t.to(self._device or "cpu") for t in stored)
+        w = replay_weights(z, logp_b, group)
+        return -(w * module.log_prob(obs, z)).mean() / dim
 
     def _gaussian_anchor(self, mu: torch.Tensor, log_std: torch.Tensor, obs: torch.Tensor, masked_mean):
         """The Gaussian families' pull toward N(0, I): ``(anchor, weighted anchor)`` (fixed or per-prompt adaptive weight)."""
@@ -159,6 +174,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
             state[CALIBRATION_STATE] = self.calibrator.get_state()
         if self.adaptive_anchor is not None and self._check_component(ANCHOR_STATE, components, not_components):
             state[ANCHOR_STATE] = self.adaptive_anchor.get_state()
+        if self.replay is not None and self._check_component(REPLAY_STATE, components, not_components):
+            state[REPLAY_STATE] = self.replay.get_state()
         return state
 
     @override(PPOTorchLearner)
@@ -168,3 +185,5 @@ class FindPPOTorchLearner(PPOTorchLearner):
             self.calibrator.set_state(state[CALIBRATION_STATE])
         if ANCHOR_STATE in state and self.adaptive_anchor is not None:
             self.adaptive_anchor.set_state(state[ANCHOR_STATE])
+        if REPLAY_STATE in state and self.replay is not None:
+            self.replay.set_state(state[REPLAY_STATE])

@@ -35,6 +35,8 @@ _TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1
 #: MotionAdapter, joined into a UNetMotionModel). Full-size presets copy the public configs' shapes.
 PIPELINE_PRESETS = {
     "tiny": dict(kind="sd", text=_TINY_TEXT, vae=_TINY_VAE, unet=_TINY_UNET),
+    # SD 1.5's latent shape (4 x 64 x 64) with the tiny networks: the policies' cost at SD's action size on a CPU
+    "tiny-sd64": dict(kind="sd", text=_TINY_TEXT, vae=_TINY_VAE, unet=_TINY_UNET | dict(sample_size=64)),
     "sd15": dict(kind="sd", text=_CLIP_L_TEXT, vae=_SD_VAE,  # runwayml/stable-diffusion-v1-5
                  unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
                            cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("sweep")
     t.add_argument("--clip-grid", type=float, nargs="+", default=list(CLIP_PARAM_GRID), help="clip_param values to try")
     t.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    t.add_argument("--kl-grid", type=float, nargs="+", default=None,
+                   help="with --policy-type flow: kl_coeff (beta) values to cross with the clip grid")
     t.add_argument("--stop-alignment", type=float, default=0.97,
                    help="stop a trial once its training alignment, averaged over 5 iterations, reaches this")
     t.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: one per CPU)")
@@ -59,7 +61,11 @@ def run_trial(config: dict, *, base: dict) -> None:
     torch.set_num_threads(1)  # one torch thread per trial: trials run side by side, one per CPU
     run = RunSettings.from_dict(base["settings"]).replace(clip_param=float(config["clip_param"]), seed=int(config["seed"]),
                                                           threads=1)
-    out = Path(base["trials_dir"]) / f"clip{run.find.clip_param:g}_seed{run.loop.seed}"
+    name = f"clip{run.find.clip_param:g}_seed{run.loop.seed}"
+    if "kl_coeff" in config:
+        run = run.replace(kl_coeff=float(config["kl_coeff"]))
+        name = f"kl{run.find.kl_coeff:g}_" + name
+    out = Path(base["trials_dir"]) / name
     out.mkdir(parents=True, exist_ok=True)
     stop_alignment, every, total = base["stop_alignment"], run.loop.checkpoint_every, run.loop.iterations
     with FindRun(run, out) as fr:
@@ -112,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("find_rl.tune scores inside each trial; drop --num-reward-workers")
         if not all(math.isfinite(c) and c > 0 for c in args.clip_grid):
             raise ValueError(f"--clip-grid values must be finite and > 0, got {args.clip_grid}")
+        if args.kl_grid and not all(math.isfinite(k) and k >= 0 for k in args.kl_grid):
+            raise ValueError(f"--kl-grid values must be finite and >= 0, got {args.kl_grid}")
+        if args.kl_grid and args.policy_type != "flow":
+            raise ValueError("--kl-grid sweeps the flow's beta; add --policy-type flow")
         if not args.stop_alignment > 0:  # NaN fails too
             raise ValueError(f"--stop-alignment must be > 0 (above 1: never stop early), got {args.stop_alignment}")
         if args.max_concurrent is not None and args.max_concurrent < 1:
@@ -152,7 +162,7 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
         max_conc = args.max_concurrent or int(ray.cluster_resources().get("CPU", 1))
         tuner = tune.Tuner(
             trainable,
-            param_space=clip_sweep(args.clip_grid, args.seeds),
+            param_space=clip_sweep(args.clip_grid, args.seeds, args.kl_grid),
             tune_config=tune.TuneConfig(metric="alignment", mode="max", max_concurrent_trials=max_conc),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -161,14 +171,15 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
     rows = []
     for r in results:
         m = r.metrics or {}
-        rows.append({"clip_param": r.config["clip_param"], "seed": r.config["seed"], "done": bool(m.get("done")),
+        rows.append({"clip_param": r.config["clip_param"], "kl_coeff": r.config.get("kl_coeff"), "seed": r.config["seed"],
+                     "done": bool(m.get("done")),
                      "iterations": m.get("iterations_run", m.get("iteration")),
                      "started_at_iteration": m.get("started_at_iteration"), "final_alignment": m.get("final_alignment"),
                      "final_strict": m.get("final_strict"), "final_diversity_kept": m.get("final_diversity_kept"),
                      "base_alignment": m.get("base_alignment"), "clip_fraction_mean": m.get("clip_fraction_mean"),
                      "approx_kl_max": m.get("approx_kl_max"), "wall_s": m.get("time_total_s"),
                      "trial_dir": m.get("trial_dir"), "error": str(r.error).strip().splitlines()[-1][:200] if r.error else None})
-    rows.sort(key=lambda x: (x["clip_param"], x["seed"]))
+    rows.sort(key=lambda x: (x["kl_coeff"] or 0, x["clip_param"], x["seed"]))
     table = format_table(rows, run)
     print(table)
     (out / "results.md").write_text(table + "\n")
@@ -191,9 +202,12 @@ def format_table(rows: list[dict], run) -> str:
              f"prompt, scored on {run.loop.eval_samples} fresh samples per prompt", "",
              "| clip_param | seed | iterations | alignment (base → final) | strict | diversity kept | mean clip fraction | max approx KL | wall (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
+    kl = any(r.get("kl_coeff") is not None for r in rows)
+    if kl:
+        lines[-2:] = ["| kl_coeff " + lines[-2], "|---" + lines[-1]]
     for r in rows:
         status = "" if r["done"] else f" (not finished{': ' + r['error'] if r['error'] else ''})"
-        lines.append(f"| {r['clip_param']:g} | {r['seed']} | {r['iterations']}{status} | {f(r['base_alignment'], '.3f')} → "
+        lines.append((f"| {r['kl_coeff']:g} " if kl else "") + f"| {r['clip_param']:g} | {r['seed']} | {r['iterations']}{status} | {f(r['base_alignment'], '.3f')} → "
                      f"{f(r['final_alignment'], '.3f')} | {f(r['final_strict'], '.3f')} | {f(r['final_diversity_kept'], '.0%')} | "
                      f"{f(r['clip_fraction_mean'], '.3f')} | {f(r['approx_kl_max'], '.4f')} | {f(r['wall_s'], '.0f')} |")
     return "\n".join(lines)

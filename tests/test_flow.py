@@ -329,3 +329,19 @@ def test_flow_learns_toy_bandit_and_keeps_spread_among_rewarded_samples():
 
     flipped_rate, _, _ = _train_toy(-1.0)  # the same loop pushed the wrong way cannot raise the reward
     assert flipped_rate < base_rate
+
+
+def test_rewarded_replay_keeps_the_newest_rewarded_noises_per_prompt():
+    from find_rl.replay import RewardedReplay
+
+    r = RewardedReplay(num_groups=2, size=3)
+    assert r.tensors() is None and len(r) == 0
+    z = torch.arange(12.0).reshape(6, 2)
+    group = torch.tensor([0, 0, 1, 0, 0, 1])
+    r.add(z, -z.sum(1), torch.eye(2)[group], group, torch.tensor([1, 1, 0, 1, 1, 1]))
+    zs, logp, obs, g = r.tensors()
+    assert g.tolist() == [0, 0, 0, 1] and zs[:, 0].tolist() == [2.0, 6.0, 8.0, 10.0]  # prompt 0 keeps its newest 3
+    assert torch.equal(logp, -zs.sum(1)) and torch.equal(obs.argmax(1), g)
+    copy = RewardedReplay(num_groups=2, size=3)
+    copy.set_state(r.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(copy.tensors(), r.tensors()))

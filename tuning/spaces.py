@@ -4,8 +4,9 @@ Why the default ``clip_param`` grid is so small: FIND's ratio is the *per-elemen
 (``find_rl/policy_math.py``). For a mean step of delta (in sigma units) per element, a sample's log ratio is about
 -delta^2 / 2 +- |delta| / sqrt(D), i.e. about -approx_kl: ~0.001 per update at the default lr 0.05 and up to ~0.01 at
 lr 0.1 on the shapes world (``bench/RESULTS.md``). The PPO clip binds only when ``clip_param`` is of that order, so
-0.2 (the default, which never binds there) is the reference point and the others bracket the measured step sizes.
-The sweep runs at lr 0.1, where unclipped updates were unstable (a prompt collapsed to 0 alignment).
+0.2 (the old default, which never binds there) is the reference point and the others bracket the measured step sizes.
+The sweep runs at lr 0.1 (the default since this sweep showed the clip is what keeps it stable: unclipped, a prompt
+collapsed to 0 alignment). ``--kl-grid`` adds the flow family's ``kl_coeff`` (beta) as a second axis.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ SEEDS = (0,)
 CLIP_SWEEP_OVERRIDES = {"lr": 0.1, "iterations": 60, "eval_samples": 128}
 
 
-def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS) -> dict:
-    """The param space: every ``clip_param`` in ``grid`` crossed with every seed."""
+def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS, kl_grid=None) -> dict:
+    """The param space: every ``clip_param`` in ``grid`` crossed with every seed (and every ``kl_coeff`` of ``kl_grid``)."""
     from ray import tune
 
     if not grid or any(c <= 0 for c in grid):
         raise ValueError(f"clip_param values must be > 0, got {list(grid)}")
-    return {"clip_param": tune.grid_search([float(c) for c in grid]), "seed": tune.grid_search([int(s) for s in seeds])}
+    space = {"clip_param": tune.grid_search([float(c) for c in grid]), "seed": tune.grid_search([int(s) for s in seeds])}
+    if kl_grid:
+        space["kl_coeff"] = tune.grid_search([float(k) for k in kl_grid])
+    return space

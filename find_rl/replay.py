@@ -1,0 +1,53 @@
+"""A replay of rewarded noises for the flow family, free of Ray: per prompt, the last ``size`` noises that earned the
+reward, with the behaviour log-density each was drawn with (RLlib's ``ACTION_LOGP``) and its observation row.
+
+The learner adds ``- replay_coeff * mean_i w_i log q(z_i | c_i) / D`` to the flow's loss, with the self-normalised
+importance weights of :func:`find_rl.flow.replay_weights`, w_i ∝ N(z_i; 0, I) / q_b(z_i) per prompt: maximum likelihood
+on the rewarded set reweighted toward the frozen model's own distribution restricted to it, N(z) 1[z rewarded] / Z, which
+is the small-beta optimum of E_q[r] - beta KL(q || N(0, I)). Where the policy gradient alone is mode-seeking (it sharpens
+around the rewarded region it found first), this term is mass-covering: it pulls q toward every rewarded region it has
+seen in proportion to its prior mass. "Rewarded" is the reward's ``aligned`` flag when it reports one (the shapes
+detector), else a reward above its prompt's batch mean.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class RewardedReplay:
+    def __init__(self, *, num_groups: int, size: int = 256):
+        if size < 1:
+            raise ValueError(f"replay size must be >= 1, got {size}")
+        self.num_groups, self.size = int(num_groups), int(size)
+        self._z: list[torch.Tensor | None] = [None] * self.num_groups
+        self._logp: list[torch.Tensor | None] = [None] * self.num_groups
+        self._obs: list[torch.Tensor | None] = [None] * self.num_groups
+
+    def add(self, z: torch.Tensor, logp: torch.Tensor, obs: torch.Tensor, group: torch.Tensor, rewarded: torch.Tensor) -> None:
+        """Keep the rewarded rows (``z`` (N, D), joint behaviour ``logp`` (N,), ``obs`` (N, O), ``group`` (N,) prompt index);
+        each prompt keeps its newest ``size``."""
+        keep = rewarded.bool()
+        for g in torch.unique(group[keep]).tolist():
+            sel = keep & (group == g)
+            parts = [t.detach().cpu() for t in (z[sel], logp[sel], obs[sel])]
+            for store, new in zip((self._z, self._logp, self._obs), parts):
+                store[g] = (new if store[g] is None else torch.cat([store[g], new]))[-self.size :]
+
+    def __len__(self) -> int:
+        return sum(len(z) for z in self._z if z is not None)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(z, logp, obs, group)`` over every prompt, or None when empty."""
+        groups = [g for g in range(self.num_groups) if self._z[g] is not None]
+        if not groups:
+            return None
+        group = torch.cat([torch.full((len(self._z[g]),), g, dtype=torch.long) for g in groups])
+        return (torch.cat([self._z[g] for g in groups]), torch.cat([self._logp[g] for g in groups]),
+                torch.cat([self._obs[g] for g in groups]), group)
+
+    def get_state(self) -> dict:
+        return {"z": list(self._z), "logp": list(self._logp), "obs": list(self._obs)}
+
+    def set_state(self, state: dict) -> None:
+        self._z, self._logp, self._obs = list(state["z"]), list(state["logp"]), list(state["obs"])
