@@ -12,6 +12,7 @@ from find_rl.compare import aggregate, criteria, mean_ci, parse_methods, time_to
 def test_parse_methods_accepts_the_documented_names_and_refuses_others():
     assert parse_methods("base,best-of-16,cem,ddpo,find") == ["base", "best-of-16", "cem", "ddpo", "find"]
     assert parse_methods("find-nocal, find-noclip,find-clamp,find-paper,amortized,amortized-all")[-1] == "amortized-all"
+    assert parse_methods("cem-4x4,find-paper-4x4,find+anchor_coeff=0.01") == ["cem-4x4", "find-paper-4x4", "find+anchor_coeff=0.01"]
     for bad, msg in (("", "empty"), ("best-of-0", "unknown method"), ("dpok", "unknown method"), ("find,find", "twice")):
         with pytest.raises(ValueError, match=msg):
             parse_methods(bad)

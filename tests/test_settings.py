@@ -44,6 +44,8 @@ BAD = [
     (PolicySettings, "flow_conditioning", "text", "--flow-conditioning must be one of"),
     (PolicySettings, "flow_coupling_lr_scale", 0.0, "--flow-coupling-lr-scale must be a finite number > 0"),
     (FindSettings, "kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
+    (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
+    (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
     (FindSettings, "lr", NAN, "--lr must be a finite number > 0"),
     (FindSettings, "lr", INF, "--lr must be a finite number > 0"),
     (FindSettings, "lr", 0.0, "--lr must be a finite number > 0"),

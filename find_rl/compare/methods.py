@@ -64,20 +64,28 @@ def best_of_n(n: int):
     return method
 
 
-def cem(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
-    from find_rl.baselines.cem import CEMSettings, run_cem
+def cem(resolution: int | None = None):
+    """CEM learning a full-resolution mean (``None``, as published) or FIND's C x r x r one (unconfounded)."""
+    def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+        from find_rl.baselines.cem import CEMSettings, run_cem
 
-    with _Clock() as c:
-        out = run_cem(sampler, reward, cs.prompts, CEMSettings(iterations=cs.iterations, population=cs.samples_per_prompt), seed=seed)
-    return _from_distribution(cs, seed, sampler, out, c)
+        s = CEMSettings(iterations=cs.iterations, population=cs.samples_per_prompt, mean_resolution=resolution)
+        with _Clock() as c:
+            out = run_cem(sampler, reward, cs.prompts, s, seed=seed)
+        return _from_distribution(cs, seed, sampler, out, c)
+    return method
 
 
-def paper_loop(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
-    from find_rl.baselines.paper_loop import PaperLoopSettings, run_paper_loop
+def paper_loop(resolution: int | None = None):
+    """The released code's loop with a full-resolution mean (``None``) or FIND's C x r x r one."""
+    def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+        from find_rl.baselines.paper_loop import PaperLoopSettings, run_paper_loop
 
-    with _Clock() as c:
-        out = run_paper_loop(sampler, reward, cs.prompts, PaperLoopSettings(iterations=cs.iterations * cs.samples_per_prompt), seed=seed)
-    return _from_distribution(cs, seed, sampler, out, c)
+        s = PaperLoopSettings(iterations=cs.iterations * cs.samples_per_prompt, mean_resolution=resolution)
+        with _Clock() as c:
+            out = run_paper_loop(sampler, reward, cs.prompts, s, seed=seed)
+        return _from_distribution(cs, seed, sampler, out, c)
+    return method
 
 
 def _from_distribution(cs: CompareSettings, seed: int, sampler, out: dict, clock: _Clock) -> MethodResult:
@@ -143,7 +151,8 @@ def method_for(name: str):
     """The function that trains (where it trains) and scores method ``name``."""
     if name.startswith("best-of-"):
         return best_of_n(int(name.rsplit("-", 1)[1]))
-    table = {"base": base, "cem": cem, "find-paper": paper_loop, "ddpo": ddpo,
+    table = {"base": base, "cem": cem(), "cem-4x4": cem(4), "find-paper": paper_loop(), "find-paper-4x4": paper_loop(4),
+             "ddpo": ddpo,
              "amortized": find({}, amortized="held-out"), "amortized-all": find({}, amortized="all")}
     if name in table:
         return table[name]

@@ -13,7 +13,7 @@ from find_rl.fields import at_least, check_fields, finite_positive, setting
 #: FIND's own methods: the run settings each changes from ``python -m find_rl.train``'s defaults
 FIND_METHODS = {"find": {}, "find-nocal": {"baseline": "none"}, "find-noclip": {"clip_param": math.inf},
                 "find-clamp": {"surrogate": "clamp"}}
-OTHER = ("base", "cem", "ddpo", "find-paper", "amortized", "amortized-all")
+OTHER = ("base", "cem", "cem-4x4", "ddpo", "find-paper", "find-paper-4x4", "amortized", "amortized-all")
 DEFAULT_HELD_OUT = ("a green circle", "a blue square")
 
 
@@ -59,7 +59,8 @@ def parse_methods(text: str) -> list[str]:
     for m in methods:
         if find_variant(m) is None and m not in OTHER and not re.fullmatch(r"best-of-[1-9]\d*", m):
             raise ValueError(f"unknown method {m!r}; choose from base, best-of-N (e.g. best-of-16), cem, ddpo, "
-                             f"{', '.join(FIND_METHODS)} (each also as NAME+SETTING=VALUE), find-paper, amortized, amortized-all")
+                             f"{', '.join(FIND_METHODS)} (each also as NAME+SETTING=VALUE), find-paper, cem-4x4, find-paper-4x4 "
+                             "(FIND's C x 4 x 4 mean), amortized, amortized-all")
     if len(set(methods)) != len(methods):
         raise ValueError("--methods lists a method twice")
     return methods
