@@ -58,7 +58,8 @@ class CalibrateRewards(ConnectorV2):
             group = ObservationLayout(num_prompts).prompt_index(obs)
             rewards = mb[Columns.REWARDS][rows].float()
             module = rl_module[module_id].unwrapped() if rl_module is not None else None
-            if hasattr(module, "moment_summary"):  # a flow: its behaviour distribution summarised as (mean, log std)
+            if hasattr(module, "moment_summary") and self.calibrator.baseline == "calibrated":
+                # a flow: g reads its behaviour distribution summarised as (mean, log std); the other baselines read none
                 dist_inputs = torch.cat(module.moment_summary(obs), dim=-1)
             else:  # a Gaussian: RLlib's (mu, log sigma) of the behaviour policy
                 dist_inputs = mb[Columns.ACTION_DIST_INPUTS][rows]

@@ -81,10 +81,7 @@ class FlowPolicy:
         return tuple(self.flow.view.latent_shape)
 
     index = NoisePolicy.index
-
-    def sample(self, prompt: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        eps = torch.randn((n, *self.latent_shape), generator=generator)
-        return self.transform([self.index(prompt)], eps[None])[0]
+    sample = NoisePolicy.sample  # both families draw eps ~ N(0, I) and map it through their own ``transform``
 
     @torch.no_grad()
     def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from find_rl.compare.settings import CompareSettings, find_variant
-from find_rl.progress import HistoryRow
+from find_rl.progress import HistoryRow, history
 from find_rl.scoring import evaluate_distributions, score_image_sets
 
 
@@ -137,8 +137,6 @@ def find(changes: dict, *, amortized: str | None = None):
                 policy = fr.policy()
                 rows = fr.history
             export(run_dir, policy)
-        from find_rl.progress import history
-
         idx = [policy.index(p) for p in cs.prompts]
         scores = evaluate_distributions(transform=lambda u: policy.transform(idx, u), **_scoring(cs, seed, sampler))
         # the curve is over the scored prompts the run trained on (an amortised run also trains the common prompts)
