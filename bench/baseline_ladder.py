@@ -7,6 +7,9 @@ reuses finished runs)::
     python bench/baseline_ladder.py --out runs/ladder --budget 1280 --sizes 2 4 32 --seeds 0,1,2 --threads 1
     python bench/baseline_ladder.py --out runs/ladder --table        # print the table from the finished reports
 
+Many prompts: ``--all-prompts`` trains and scores on all nine shapes prompts (the world has no more; the three common
+ones are easy, so the figure is over all nine); ``--baselines calibrated mean`` runs only those two.
+
 Every size spends the same ``--budget`` reward evaluations per prompt (iterations = budget / size), on the six rare
 shapes prompts, scored on 256 fresh samples per prompt and seed.
 """
@@ -18,8 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-METHODS = {"calibrated (g)": "find", "batch mean": "find+baseline=mean", "running mean (ema)": "find+baseline=ema",
-           "none": "find-nocal"}
+METHODS = {"calibrated (g)": "find+baseline=calibrated", "batch mean": "find+baseline=mean",
+           "running mean (ema)": "find+baseline=ema", "none": "find-nocal"}
+BASELINES = {"calibrated": "calibrated (g)", "mean": "batch mean", "ema": "running mean (ema)", "none": "none"}
 
 
 def main(argv=None) -> int:
@@ -29,22 +33,28 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 32])
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--all-prompts", action="store_true", help="train and score on all nine prompts (default: the six rare)")
+    p.add_argument("--baselines", nargs="+", choices=list(BASELINES), default=list(BASELINES))
     p.add_argument("--table", action="store_true", help="only print the table of the finished reports")
     args = p.parse_args(argv)
+    methods = {label: m for label, m in METHODS.items() if label in {BASELINES[b] for b in args.baselines}}
     if not args.table:
         from find_rl.compare.cli import main as compare
 
         for size in args.sizes:
-            rc = compare(["--methods", ",".join(["base", *METHODS.values()]), "--out", str(args.out / f"spp{size}"),
+            from find_rl.shapes.world import all_prompts
+
+            prompts = ["--prompts", *all_prompts()] if args.all_prompts else []
+            rc = compare(["--methods", ",".join(["base", *methods.values()]), "--out", str(args.out / f"spp{size}"),
                           "--seeds", args.seeds, "--threads", str(args.threads), "--samples-per-prompt", str(size),
-                          "--iterations", str(args.budget // size)])
+                          "--iterations", str(args.budget // size), *prompts])
             if rc:
                 return rc
-    print(f"Rare-prompt alignment on fresh samples, mean ± 95% t-interval over seeds; {args.budget} reward evaluations per "
+    print(f"{'All-prompt' if args.all_prompts else 'Rare-prompt'} alignment on fresh samples, mean ± 95% t-interval over seeds; {args.budget} reward evaluations per "
           "prompt at every size; (aligned diversity kept); [per seed].\n")
     print("| baseline | " + " | ".join(f"{s} samples/prompt x {args.budget // s} it." for s in args.sizes) + " |")
     print("|---|" + "---|" * len(args.sizes))
-    for label, method in METHODS.items():
+    for label, method in methods.items():
         cells = []
         for size in args.sizes:
             f = args.out / f"spp{size}" / "summary.json"

@@ -100,6 +100,8 @@ def test_per_prompt_advantages_normalise_within_each_prompt_and_clip():
     assert adv[5] == pytest.approx(1.5)  # (6 - 5.25) / 0.433 = 1.73 -> clipped
     with pytest.raises(ValueError, match="eta > 0"):
         DDPOSettings(eta=0.0)
+    with pytest.raises(ValueError, match="snapshot_every >= 0"):
+        DDPOSettings(snapshot_every=-1)
 
 
 def test_amortized_net_starts_at_standard_normal_for_any_prompt():

@@ -62,6 +62,40 @@ def test_aggregate_and_criteria_from_hand_built_runs():
     json.dumps(checks)  # plain JSON types only
 
 
+def test_speed_criterion_reads_fresh_sample_checkpoints_when_both_have_them():
+    """FIND's time is its first fresh-sample checkpoint at DDPO's final alignment, not its training-batch curve."""
+    prompts = ["a green circle", "a red square"]
+
+    def fresh(points):  # [(iteration, wall_s, alignment)]
+        return [{"iteration": i, "reward_evals_per_prompt": 32 * i, "wall_s": w, "alignment": a} for i, w, a in points]
+
+    batches = [{"alignment": 0.99, "wall_s": 1.0}] * 5  # the training batches look aligned at once; fresh samples do not
+    find = _run({"a green circle": 0.9, "a red square": 0.9}, 100, 2560, batches) | {
+        "fresh": fresh([(0, 0.0, 0.1), (10, 8.0, 0.4), (20, 16.0, 0.6), (30, 24.0, 0.8)])}
+    ddpo = _run({"a green circle": 0.6, "a red square": 0.6}, 320, 2560, [{"alignment": 0.6, "wall_s": 320.0}]) | {
+        "fresh": fresh([(0, 0.0, 0.1), (40, 200.0, 0.61)])}
+    runs = {"find": [find, find], "ddpo": [ddpo, ddpo]}
+    results, summary = aggregate(runs, prompts)
+    c = criteria(runs, results, summary, prompts)["find_10x_faster_than_ddpo"]
+    assert c["basis"] == "fresh-sample checkpoints"
+    assert c["find_seconds_to_reach"] == [16.0, 16.0] and c["find_evals_to_reach"] == [640, 640]
+    assert c["ddpo_seconds_to_reach"] == [200.0, 200.0]
+    assert c["speedup"] == pytest.approx(320 / 16.0) and c["met"]
+    del find["fresh"]  # an older run without checkpoints: the smoothed training batches, and the basis says so
+    c = criteria(runs, results, summary, prompts)["find_10x_faster_than_ddpo"]
+    assert c["basis"].startswith("training batches") and c["find_seconds_to_reach"] == [1.0, 1.0]
+
+
+def test_method_result_rows_a_variant_like_its_method():
+    from find_rl.compare.methods import MethodResult
+
+    r = MethodResult({"a": {"alignment": 1.0}, "b": {"alignment": 0.5}}, 64, 1, 1.0, 1.0, held_out=("b",),
+                     variants={" (eta 0)": {"a": {"alignment": 0.9}, "b": {"alignment": 0.4}}}).to_dict()
+    assert r["variants"][" (eta 0)"]["a"] == {"alignment": 0.9, "held_out": False, "reward_evals": 64}
+    assert r["variants"][" (eta 0)"]["b"]["held_out"] and r["variants"][" (eta 0)"]["b"]["reward_evals"] == 0
+    json.dumps(r)
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["--methods", "nope", "--out", "X"], "unknown method"),
     (["--methods", "find"], "needs --out"),
@@ -72,6 +106,8 @@ def test_aggregate_and_criteria_from_hand_built_runs():
     (["--methods", "ddpo", "--out", "X", "--ddpo-lr", "nan"], "--ddpo-lr must be a finite number > 0"),
     (["--methods", "find", "--out", "X", "--seeds", ","], "--seeds names no seed"),
     (["--methods", "find", "--out", "X", "--iterations", "0"], "--iterations must be >= 1"),
+    (["--methods", "find", "--out", "X", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["--methods", "find", "--out", "X", "--checkpoint-samples", "1"], "--checkpoint-samples must be >= 2"),
     pytest.param(["--methods", "find", "--out", "X", "--device", "cuda"], "no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
@@ -87,15 +123,28 @@ def test_compare_cli_bad_input_is_one_line(argv, msg, tmp_path, capsys):
 @pytest.mark.slow
 def test_compare_cli_end_to_end(tmp_path, capsys):
     """Every kind of method through the one command, tiny budgets: DDPO on two Ray Train workers, FIND and the
-    amortised policy on RLlib, CEM, best-of-N and the paper loop in-process; then a rerun reuses the finished runs."""
+    amortised policy on RLlib, CEM, best-of-N and the paper loop in-process; the eta rows and the fresh-sample
+    checkpoints; then a rerun reuses the finished runs."""
     from find_rl import evaluate
+    from find_rl.sampler import DiffusionSampler
+    from find_rl.scoring import evaluate_distributions
 
     out = tmp_path / "cmp"
+    prompts = ["a green circle", "a red square"]
     argv = ["--methods", "base,best-of-2,cem,ddpo,find,find-paper,amortized", "--out", str(out), "--seeds", "0",
-            "--iterations", "2", "--samples", "8", "--samples-per-prompt", "4", "--prompts", "a green circle", "a red square"]
+            "--iterations", "2", "--samples", "8", "--samples-per-prompt", "4", "--prompts", *prompts,
+            "--checkpoint-every", "1", "--checkpoint-samples", "4"]
     assert evaluate.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["base", "best-of-2", "cem", "ddpo", "find", "find-paper", "amortized"]
+    assert list(results) == ["base", "base (eta 1)", "best-of-2", "cem", "ddpo", "ddpo (eta 0)", "find", "find-paper", "amortized"]
+    runs = {m: json.loads((out / "runs" / f"{m}_s0" / "method.json").read_text()) for m in ("find", "ddpo", "amortized")}
+    for m, r in runs.items():
+        assert [f["iteration"] for f in r["fresh"]] == [0, 1, 2], m
+        assert [f["reward_evals_per_prompt"] for f in r["fresh"]] == [0, 4, 8]
+        assert r["fresh"][0]["wall_s"] == 0 and r["fresh"][2]["wall_s"] == pytest.approx(r["history"][-1]["wall_s"])
+    # iteration 0 of FIND is N(0, I) itself: the frozen model on the checkpoints' noise (seed 20000 + seed)
+    at0 = evaluate_distributions(prompts=prompts, samples=4, seed=20_000, sampler=DiffusionSampler.from_pretrained("shapes"))
+    assert runs["find"]["fresh"][0]["alignment_per_prompt"] == {p: at0[p]["alignment"] for p in prompts}
     for method, per in results.items():
         assert list(per) == ["a green circle", "a red square"]
         for r in per.values():
@@ -104,8 +153,10 @@ def test_compare_cli_end_to_end(tmp_path, capsys):
     assert results["find"]["a red square"]["reward_evals"] == 2 * 4 and results["best-of-2"]["a red square"]["reward_evals"] == 2 * 8
     assert results["amortized"]["a green circle"]["held_out"] and not results["amortized"]["a red square"]["held_out"]
     report = (out / "report.md").read_text()
-    assert "| ddpo |" in report and "Criteria" in report and "held-out" in report
-    for name in ("alignment_vs_evals.png", "alignment_vs_wall.png", "grids/a_green_circle.png", "summary.json"):
+    assert "| ddpo |" in report and "| ddpo (eta 0) |" in report and "Criteria" in report and "held-out" in report
+    assert "Fresh-sample alignment during training" in report and "basis fresh-sample checkpoints" in report
+    for name in ("alignment_vs_evals.png", "alignment_vs_wall.png", "fresh_alignment_vs_wall.png", "frontier.png",
+                 "grids/a_green_circle.png", "summary.json"):
         assert (out / name).is_file(), name
     capsys.readouterr()
     assert evaluate.main(argv) == 0  # everything finished is reused, not retrained

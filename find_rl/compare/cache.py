@@ -31,6 +31,8 @@ def run_key(cs: CompareSettings, method: str) -> dict:
         key |= {"device": cs.device}
     if method == "ddpo":
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
+    if method == "ddpo" or find_variant(method) is not None or method.startswith("amortized"):  # fresh-sample checkpoints
+        key |= {"checkpoint_every": cs.checkpoint_every, "checkpoint_samples": cs.checkpoint_samples}
     if find_variant(method) is not None or method.startswith("amortized"):  # trained through find_rl.run: its defaults too
         from find_rl.settings import RunSettings
 

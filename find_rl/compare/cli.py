@@ -64,6 +64,8 @@ def run_comparison(cs: CompareSettings, log=print) -> dict:
                     res = method_for(method)(cs, seed, sampler, reward, cache.parent).to_dict() | {"key": run_key(cs, method)}
                     save_run(cache, res)
                 runs.setdefault(method, []).append(res)
+                for suffix, per in res.get("variants", {}).items():  # the same run scored another way: its own row
+                    runs.setdefault(method + suffix, []).append(res | {"per_prompt": per, "history": [], "fresh": [], "variants": {}})
                 mean_align = np.mean([r["alignment"] for r in res["per_prompt"].values()])
                 log(f"[{method} seed {seed}] alignment {mean_align:.3f}  wall {res['wall_s']:.0f} s")
     return write_report(cs, runs)

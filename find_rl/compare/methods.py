@@ -4,6 +4,15 @@ Budgets: every trained method spends ``iterations x samples_per_prompt`` reward 
 spends N per delivered image at generation time. Scoring: ``samples`` fresh samples per prompt, the same noise for every
 method of a seed (seed 10000 + seed), detector alignment, strict alignment, diversity (:mod:`find_rl.scoring`).
 FIND (and the amortised policy) run through :mod:`find_rl.run` with settings, like ``python -m find_rl.train``.
+
+Fresh-sample checkpoints (the unconfounded speed figure): FIND and DDPO keep their policy every ``checkpoint_every``
+iterations (FIND between iterations, outside its timed loop; DDPO a copy of its denoiser on rank 0) and each is scored
+after training on ``checkpoint_samples`` fresh samples per prompt, the same noise for both (seed 20000 + seed), by the
+same detector. Each row's ``wall_s`` is the training loop's seconds up to that iteration.
+
+Sampler stochasticity: FIND samples with DDIM eta 0 (the image a function of the noise), DDPO trains with eta 1. ``base``
+is also scored at eta 1 (row ``base (eta 1)``) and DDPO at eta 0 (row ``ddpo (eta 0)``), so each method stands beside the
+frozen model at the eta it is scored with.
 """
 
 from __future__ import annotations
@@ -27,13 +36,19 @@ class MethodResult:
     cpu_s: float
     history: list[HistoryRow] = field(default_factory=list)
     held_out: tuple[str, ...] = ()  # scored prompts this method never trained on
+    fresh: list[HistoryRow] = field(default_factory=list)  # fresh-sample alignment at checkpoints (see the module doc)
+    variants: dict[str, dict] = field(default_factory=dict)  # {row suffix: per_prompt} the same run scored another way
 
     def to_dict(self) -> dict:
         """The comparison's run record (what the cache stores and the statistics read)."""
-        per = {p: r | {"held_out": p in self.held_out, "reward_evals": 0 if p in self.held_out else self.reward_evals}
-               for p, r in self.per_prompt.items()}
-        return {"per_prompt": per, "reward_evals": self.reward_evals, "evals_per_image": self.evals_per_image,
-                "wall_s": self.wall_s, "cpu_s": self.cpu_s, "history": [dataclasses.asdict(h) for h in self.history]}
+        def rows(per_prompt: dict) -> dict:
+            return {p: r | {"held_out": p in self.held_out, "reward_evals": 0 if p in self.held_out else self.reward_evals}
+                    for p, r in per_prompt.items()}
+
+        return {"per_prompt": rows(self.per_prompt), "reward_evals": self.reward_evals, "evals_per_image": self.evals_per_image,
+                "wall_s": self.wall_s, "cpu_s": self.cpu_s, "history": [dataclasses.asdict(h) for h in self.history],
+                "fresh": [dataclasses.asdict(h) for h in self.fresh],
+                "variants": {k: rows(v) for k, v in self.variants.items()}}
 
 
 class _Clock:
@@ -49,8 +64,35 @@ def _scoring(cs: CompareSettings, seed: int, sampler) -> dict:
     return dict(prompts=cs.prompts, samples=cs.samples, seed=10_000 + seed, sampler=sampler, return_images=cs.grid_images)
 
 
+ETA1 = " (eta 1)"
+ETA0 = " (eta 0)"
+
+
+def _with_eta(sampler, eta: float, seed: int):
+    """The same pipeline sampled with DDIM ``eta`` (its step noise seeded by ``seed``, so a rerun draws the same)."""
+    from find_rl.sampler import DiffusionSampler
+
+    return DiffusionSampler(sampler.pipeline, dataclasses.replace(sampler.settings, eta=eta), seed=seed)
+
+
+def _fresh_row(scores: dict, iteration: int, evals: int, wall_s: float) -> HistoryRow:
+    per = {p: r["alignment"] for p, r in scores.items()}
+    return HistoryRow(iteration=iteration, reward_evals_per_prompt=evals, wall_s=wall_s,
+                      alignment=float(sum(per.values()) / len(per)), alignment_per_prompt=per)
+
+
+def _checkpoint_scoring(cs: CompareSettings, seed: int, sampler) -> dict:
+    return dict(prompts=cs.prompts, samples=cs.checkpoint_samples, seed=20_000 + seed, sampler=sampler)
+
+
+def _keep(cs: CompareSettings, iteration: int) -> bool:
+    return iteration == cs.iterations or (cs.checkpoint_every > 0 and iteration % cs.checkpoint_every == 0)
+
+
 def base(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
-    return MethodResult(evaluate_distributions(**_scoring(cs, seed, sampler)), 0, 1, 0.0, 0.0)
+    eta1 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(sampler, 1.0, 10_000 + seed),
+                                                                     "return_images": 0}))
+    return MethodResult(evaluate_distributions(**_scoring(cs, seed, sampler)), 0, 1, 0.0, 0.0, variants={ETA1: eta1})
 
 
 def best_of_n(n: int):
@@ -95,21 +137,37 @@ def _from_distribution(cs: CompareSettings, seed: int, sampler, out: dict, clock
 
 
 def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
+    """DDPO, scored with its own sampler (eta 1; row ``ddpo``) and at eta 0 (row ``ddpo (eta 0)``); its fresh-sample
+    checkpoints with its own sampler."""
     from diffusers import UNet2DModel
 
-    from find_rl.baselines.ddpo import DDPOSettings, run_ddpo
+    from find_rl.baselines.ddpo import DDPOSettings, load_snapshots, run_ddpo
     from find_rl.models import load_pipeline
     from find_rl.sampler import DiffusionSampler, SamplerSettings
 
-    s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr)
+    s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr,
+                     snapshot_every=cs.checkpoint_every)
     out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers,
                    threads_per_worker=max(1, cs.threads // cs.ddpo_workers), use_gpu=cs.device.startswith("cuda"))
     pipe = load_pipeline("shapes", device=cs.device)
+    history = [HistoryRow.from_row(r) for r in out["history"]]
+    fresh = []
+    snaps = load_snapshots(out["snapshots"]) if out.get("snapshots") else {}
+    for it in [0, *snaps]:  # iteration 0: the frozen denoiser
+        if it and not _keep(cs, it):
+            continue
+        if it:
+            pipe.unet.load_state_dict(snaps[it])
+        own = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=20_000 + seed)
+        scores = evaluate_distributions(**(_checkpoint_scoring(cs, seed, sampler) | {"sampler": own}))
+        fresh.append(_fresh_row(scores, it, it * cs.samples_per_prompt, history[it - 1].wall_s if it else 0.0))
     pipe.unet = UNet2DModel.from_pretrained(out["unet"], low_cpu_mem_usage=False).to(cs.device)
     tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=10_000 + seed)  # DDPO's own sampler
     scores = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": tuned}))
+    eta0 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(tuned, 0.0, 10_000 + seed),
+                                                                     "return_images": 0}))
     return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, out["wall_s"], out["history"][-1]["cpu_s"],
-                        [HistoryRow.from_row(r) for r in out["history"]])
+                        history, fresh=fresh, variants={ETA0: eta0})
 
 
 def find(changes: dict, *, amortized: str | None = None):
@@ -126,14 +184,17 @@ def find(changes: dict, *, amortized: str | None = None):
         if amortized:
             extra |= {"policy_type": "amortized", "amortized_hidden": cs.amortized_hidden, "eval_prompts": list(held),
                       "prompts": [p for p in all_prompts() if p not in held]}
+        kept = {}  # {iteration: policy} for the fresh-sample checkpoints, taken between iterations (outside their clock)
         with _Clock() as c:
             run = RunSettings(prompts=list(cs.prompts), samples_per_prompt=cs.samples_per_prompt).replace(
                 seed=seed, iterations=cs.iterations, eval_samples=0, threads=cs.threads, device=cs.device, **extra)
             run = resolve(run)
             prepare_run_dir(run_dir, run)
             with FindRun(run, run_dir, live_metrics=False) as fr:
-                for _ in fr.iterations():
-                    pass
+                kept[0] = fr.policy()
+                for row in fr.iterations():
+                    if _keep(cs, row.iteration):
+                        kept[row.iteration] = fr.policy()
                 policy = fr.policy()
                 rows = fr.history
             export(run_dir, policy)
@@ -141,7 +202,11 @@ def find(changes: dict, *, amortized: str | None = None):
         scores = evaluate_distributions(transform=lambda u: policy.transform(idx, u), **_scoring(cs, seed, sampler))
         # the curve is over the scored prompts the run trained on (an amortised run also trains the common prompts)
         curve = [h.over([p for p in cs.prompts if p in run.prompts]) for h in history(rows)]
-        return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, c.wall, c.cpu, curve, held)
+        fresh = []
+        for it, pol in kept.items():
+            ck = evaluate_distributions(transform=lambda u, pol=pol: pol.transform(idx, u), **_checkpoint_scoring(cs, seed, sampler))
+            fresh.append(_fresh_row(ck, it, it * cs.samples_per_prompt, curve[it - 1].wall_s if it else 0.0))
+        return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, c.wall, c.cpu, curve, held, fresh)
     return method
 
 

@@ -13,17 +13,19 @@ from find_rl.compare.settings import CompareSettings
 from find_rl.compare.stats import aggregate, criteria, frontier
 
 
-def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path) -> tuple[Path, Path]:
-    """Training-batch alignment vs reward evaluations per prompt and vs wall-clock, one line per method (mean over
-    seeds); methods without a training curve appear as points at their scored alignment (x = their evaluations)."""
+def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out: Path, *, prefix: str = "alignment",
+                     ylabel: str = "alignment (training batches)", points: bool = True) -> tuple[Path, Path]:
+    """Alignment vs reward evaluations per prompt and vs wall-clock (``OUT/<prefix>_vs_evals.png``, ``_vs_wall.png``),
+    one line per method (mean over seeds); with ``points``, methods without a curve appear as points at their scored
+    alignment (x = their evaluations)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", "alignment_vs_evals.png"),
-                               ("wall_s", "wall-clock seconds (training)", "alignment_vs_wall.png")):
+    for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", f"{prefix}_vs_evals.png"),
+                               ("wall_s", "wall-clock seconds (training)", f"{prefix}_vs_wall.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for method, seeds in histories.items():
             seeds = [h for h in seeds if h]
@@ -32,15 +34,15 @@ def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out:
                 x = np.mean([[r[x_key] for r in h[:n]] for h in seeds], 0)
                 y = np.mean([[r["alignment"] for r in h[:n]] for h in seeds], 0)
                 ax.plot(x, y, label=method)
-            elif method in summary:
+            elif points and method in summary:
                 s = summary[method]
                 xv = s["reward_evals"] if x_key == "reward_evals_per_prompt" else s["wall_s"]["mean"]
                 ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, label=f"{method} (scored)", zorder=3)
         ax.set_xlabel(label)
-        ax.set_ylabel("alignment (training batches)")
+        ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.02)
         if x_key == "wall_s":
-            ax.set_xscale("log")
+            ax.set_xscale("symlog", linthresh=1.0)  # fresh-sample curves start at 0 s
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
@@ -90,13 +92,17 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
         "samples_per_prompt": cs.samples_per_prompt, "held_out": cs.held_out, "ddpo_workers": cs.ddpo_workers,
         "amortized_hidden": cs.amortized_hidden, "device": cs.device}}, indent=2))
     comparison_plots({m: [r["history"] for r in rs] for m, rs in runs.items()}, summary, cs.out)
+    fresh = {m: [r["fresh"] for r in rs] for m, rs in runs.items() if all(r.get("fresh") for r in rs)}
+    if fresh:
+        comparison_plots(fresh, summary, cs.out, prefix="fresh_alignment", points=False,
+                         ylabel=f"alignment ({cs.checkpoint_samples} fresh samples per prompt at checkpoints)")
     frontier_plot(summary, cs.out / "frontier.png")
     grids = cs.out / "grids"
     grids.mkdir(exist_ok=True)
     for p in cs.prompts:
         image_grid({m: rs[0]["per_prompt"][p]["images"] for m, rs in runs.items() if "images" in rs[0]["per_prompt"][p]},
                    grids / f"{p.replace(' ', '_')}.png", label_width=90)
-    (cs.out / "report.md").write_text(format_report(cs, results, summary, checks))
+    (cs.out / "report.md").write_text(format_report(cs, results, summary, checks, fresh))
     return {"results": results, "summary": summary, "criteria": checks}
 
 
@@ -107,7 +113,7 @@ def _machine(device: str) -> str:
     return f"CPU only, {os.cpu_count()} cores"
 
 
-def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict) -> str:
+def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict, fresh: dict | None = None) -> str:
     def pm(d: dict, fmt: str = ".3f") -> str:
         return f"{d['mean']:{fmt}} ± {d['ci95']:{fmt}}"
 
@@ -154,6 +160,8 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
                   "| method | alignment, trained prompts | alignment, held-out prompts |", "|---|---|---|"]
         for m, s in amort.items():
             lines.append(f"| {m} | {pm(s['alignment_trained'])} | {pm(s['alignment_held_out'])} |")
+    if fresh:
+        lines += fresh_table(cs, fresh)
     if checks:
         lines += ["", "## Criteria (computed from the numbers above)", ""]
         for name, c in checks.items():
@@ -161,8 +169,28 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
             lines.append(f"- **{name}**: {'met' if c['met'] else 'NOT met'} ({detail})")
     lines += ["", "Plots: `alignment_vs_evals.png`, `alignment_vs_wall.png` (training-batch alignment on the scored prompts a method "
               "trained on, mean over seeds; "
-              "points: methods without training, at their scored alignment). Image grids: `grids/<prompt>.png` (seed 0)."]
+              "points: methods without training, at their scored alignment)"
+              + ("; `fresh_alignment_vs_evals.png`, `fresh_alignment_vs_wall.png` (the fresh-sample checkpoints above)" if fresh else "")
+              + "; `frontier.png`. Image grids: `grids/<prompt>.png` (seed 0)."]
     return "\n".join(lines) + "\n"
+
+
+def fresh_table(cs: CompareSettings, fresh: dict[str, list[list[dict]]]) -> list[str]:
+    """Fresh-sample alignment at the checkpoints (mean over seeds) and the training loop's seconds to each."""
+    its = sorted({r["iteration"] for seeds in fresh.values() for h in seeds for r in h})
+    lines = ["", "## Fresh-sample alignment during training (the speed figure)", "",
+             f"Each method's policy kept every {cs.checkpoint_every} iterations and scored after training on "
+             f"{cs.checkpoint_samples} fresh samples per prompt (the same noise for every method of a seed, its own sampler: "
+             "FIND eta 0, DDPO eta 1); mean over seeds, with the training loop's seconds to that iteration (start-up excluded).",
+             "", "| method | " + " | ".join(f"it. {i}" for i in its) + " |", "|---|" + "---|" * len(its)]
+    for m, seeds in fresh.items():
+        cells = []
+        for i in its:
+            rows = [r for h in seeds for r in h if r["iteration"] == i]
+            cells.append(f"{np.mean([r['alignment'] for r in rows]):.3f} ({np.mean([r['wall_s'] for r in rows]):.0f} s)"
+                         if len(rows) == len(seeds) else "—")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(v) -> str:

@@ -92,6 +92,10 @@ class CompareSettings:
     ddpo_workers: int = setting(2, check=at_least(1), help="with ddpo: Ray Train data-parallel workers")
     ddpo_lr: float = setting(1e-3, check=finite_positive, help="with ddpo: learning rate of the fine-tuned denoiser")
     amortized_hidden: int = setting(64, check=at_least(0), help="with amortized[-all]: hidden units of the MLP path")
+    checkpoint_every: int = setting(10, check=at_least(0),
+                                    help="score FIND's and DDPO's policies on fresh samples every this many iterations "
+                                         "(the speed figure; 0: only at the end)")
+    checkpoint_samples: int = setting(32, check=at_least(2), help="fresh samples per prompt at each checkpoint")
     threads: int = setting(2, check=at_least(1), help="torch CPU threads")
     grid_images: int = setting(8, flag="", check=at_least(1))
     device: str = setting("cpu", help="where every method trains and renders ('cuda': DDPO's Ray Train workers take one GPU each)")
