@@ -61,10 +61,11 @@ def frontier_plot(summary: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for m, s in pts.items():
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"  # a distinct (colour, marker) pair per method
+    for i, (m, s) in enumerate(pts.items()):
         ax.errorbar(s["alignment"]["mean"], s["aligned_kept"]["mean"], xerr=s["alignment"]["ci95"], yerr=s["aligned_kept"]["ci95"],
-                    fmt="o", capsize=3, label=m)
+                    fmt=markers[i % len(markers)], color=colours[i % len(colours)], capsize=3, label=m)
     front = sorted((pts[m]["alignment"]["mean"], pts[m]["aligned_kept"]["mean"]) for m in frontier(summary))
     if len(front) > 1:
         ax.plot(*zip(*front), "k--", lw=1, label="frontier")
@@ -72,7 +73,7 @@ def frontier_plot(summary: dict, path: Path) -> Path | None:
     ax.set_ylabel("aligned diversity kept (vs the frozen model's aligned images)")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, max(1.1, max(s["aligned_kept"]["mean"] for s in pts.values()) + 0.1))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
