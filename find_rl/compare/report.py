@@ -23,7 +23,7 @@ def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
+    paths, style = [], _styles(dict.fromkeys([*summary, *histories]))
     for x_key, label, name in (("reward_evals_per_prompt", "reward evaluations per prompt", f"{prefix}_vs_evals.png"),
                                ("wall_s", "wall-clock seconds (training)", f"{prefix}_vs_wall.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -33,11 +33,11 @@ def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out:
                 n = min(len(h) for h in seeds)
                 x = np.mean([[r[x_key] for r in h[:n]] for h in seeds], 0)
                 y = np.mean([[r["alignment"] for r in h[:n]] for h in seeds], 0)
-                ax.plot(x, y, label=method)
+                ax.plot(x, y, color=style[method][0], label=method)
             elif points and method in summary:
                 s = summary[method]
                 xv = s["reward_evals"] if x_key == "reward_evals_per_prompt" else s["wall_s"]["mean"]
-                ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, label=f"{method} (scored)", zorder=3)
+                ax.scatter([max(xv, 1)], [s["alignment"]["mean"]], marker="*", s=90, color=style[method][0], label=f"{method} (scored)", zorder=3)
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.02)
@@ -51,6 +51,15 @@ def comparison_plots(histories: dict[str, list[list[dict]]], summary: dict, out:
     return paths[0], paths[1]
 
 
+def _styles(methods) -> dict[str, tuple]:
+    """One (colour, marker) per method, in the summary's order, so a method looks the same in every plot of the report
+    (tab20: 20 colours, not tab10's 10)."""
+    import matplotlib.pyplot as plt
+
+    colours, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"
+    return {m: (colours[i % len(colours)], markers[i % len(markers)]) for i, m in enumerate(methods)}
+
+
 def frontier_plot(summary: dict, path: Path) -> Path | None:
     """Alignment vs aligned diversity kept, one point per method with 95% intervals over seeds; the frontier joined."""
     pts = {m: s for m, s in summary.items() if "aligned_kept" in s}
@@ -62,10 +71,10 @@ def frontier_plot(summary: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5))
-    colours, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"  # a distinct (colour, marker) pair per method
-    for i, (m, s) in enumerate(pts.items()):
+    style = _styles(summary)
+    for m, s in pts.items():
         ax.errorbar(s["alignment"]["mean"], s["aligned_kept"]["mean"], xerr=s["alignment"]["ci95"], yerr=s["aligned_kept"]["ci95"],
-                    fmt=markers[i % len(markers)], color=colours[i % len(colours)], capsize=3, label=m)
+                    fmt=style[m][1], color=style[m][0], capsize=3, label=m)
     front = sorted((pts[m]["alignment"]["mean"], pts[m]["aligned_kept"]["mean"]) for m in frontier(summary))
     if len(front) > 1:
         ax.plot(*zip(*front), "k--", lw=1, label="frontier")
