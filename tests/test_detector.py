@@ -1,9 +1,11 @@
-"""The shapes detector on hand-drawn images: each attribute right and wrong, near-shapes, real data."""
+"""The shapes detector on hand-drawn images: each attribute right and wrong, near-shapes, real data, and the
+adversarial renders a policy found or could find (a 2:1 bar for a square, a "D" for a circle, a faint smear or a
+faint second object beside a right shape, a spire for a triangle)."""
 
 import numpy as np
 import pytest
 
-from find_rl.shapes.detector import STRICT_IOU, detect, score_images
+from find_rl.shapes.detector import MAX_STRAY, STRICT_IOU, detect, score_images
 from find_rl.shapes.world import all_prompts, make_dataset, render, shape_mask
 
 
@@ -116,3 +118,91 @@ def test_strict_verdict_derived_from_shape_iou_matches_a_strict_pass():
     strict = score_images(images, prompts, min_iou=STRICT_IOU)["aligned"]
     assert np.array_equal(lenient["aligned"] & (lenient["shape_iou"] >= STRICT_IOU), strict)
     assert lenient["aligned"].sum() > strict.sum() > 0
+
+
+def _rect(h: int, w: int, y0: int = 2, x0: int = 2) -> np.ndarray:
+    mask = np.zeros((16, 16), bool)
+    mask[y0 : y0 + h, x0 : x0 + w] = True
+    return mask
+
+
+@pytest.mark.parametrize("hw", [(6, 12), (7, 13), (5, 10), (8, 11), (12, 6)])
+def test_a_bar_is_not_a_square(hw):
+    """The default run's exploit: a wide bar (about 2:1) matched the box template fitted inside its own box."""
+    img = _img(_rect(*hw), 2)
+    d = detect(img)
+    assert d.shape is None and d.aspect > 1.25
+    out = score_images(img[None], ["a blue square"])
+    assert not out["aligned"][0] and out["score"][0] < 0.5
+
+
+@pytest.mark.parametrize("hw", [(9, 9), (9, 10), (10, 11), (11, 12)])
+def test_near_square_boxes_still_pass(hw):
+    assert score_images(_img(_rect(*hw), 1)[None], ["a green square"])["aligned"][0]
+
+
+#: The foreground of one of the default run's "a green circle" images (seed 0, before the detector was mended):
+#: round on the right, with a flat left side and square corners.
+_D_SHAPE = """
+.....##...
+...#######
+...########
+...########
+...########
+..#########
+..#########
+..########.
+..#######..
+"""
+
+
+def test_a_d_shape_is_not_a_circle():
+    mask = np.zeros((16, 16), bool)
+    for i, row in enumerate(_D_SHAPE.strip().splitlines()):
+        mask[2 + i, : len(row)] = [c == "#" for c in row]
+    d = detect(_img(mask, 1))
+    assert d.ious[0] > d.ious[1] + 0.05  # it beats the box template on IoU: only the empty-corner rule catches it
+    assert d.shape is None
+    assert not score_images(_img(mask, 1)[None], ["a green circle"])["aligned"][0]
+
+
+@pytest.mark.parametrize("level", [-0.5, -0.3, 0.0])
+def test_a_faint_smear_beside_a_right_shape_fails(level):
+    """Below the foreground threshold (the brightest channel <= 0) a smear is invisible to steps 1-3."""
+    img = render(1, 2, 7.5, 5.0, 4.5)
+    img[0, 11:15, 5:11] = level  # a faint red smear under a blue square, as the default run drew
+    d = detect(img)
+    assert d.stray > MAX_STRAY and d.shape is None
+    clean = score_images(render(1, 2, 7.5, 5.0, 4.5)[None], ["a blue square"])
+    assert clean["aligned"][0] and not score_images(img[None], ["a blue square"])["aligned"][0]
+
+
+def test_a_faint_second_object_fails_and_lowers_the_score():
+    img = render(0, 1, 5.0, 5.0, 4.0)
+    faint = render(1, 0, 12.0, 12.0, 2.5)
+    img = np.maximum(img, np.where(faint > 0, -0.2, -1.0))  # a dim red square in the far corner
+    out = score_images(np.stack([img, render(0, 1, 5.0, 5.0, 4.0)]), ["a green circle"] * 2)
+    assert out["aligned"].tolist() == [False, True]
+
+
+def test_background_noise_within_the_models_range_is_tolerated():
+    """The frozen model leaves a faint haze off its shapes (stray mass <= 0.3 on 99% of its images)."""
+    img = render(2, 2, 7.5, 7.5, 5.0)
+    rng = np.random.default_rng(0)
+    img = np.where(img < 0, np.clip(-0.85 + 0.05 * rng.standard_normal(img.shape), -1, -0.7), img).astype(np.float32)
+    assert score_images(img[None], ["a blue triangle"])["aligned"][0]
+
+
+def test_a_spire_is_not_a_triangle():
+    """A tall, narrow triangle (the default run's "green triangle", about 1.3:1)."""
+    y, x = np.mgrid[0:16, 0:16].astype(float)
+    mask = (y >= 1) & (y <= 14) & (abs(x - 7.5) <= (y - 1) / 2.6 / 2 + 0.5)
+    d = detect(_img(mask, 1))
+    assert d.aspect > 1.25 and d.shape is None
+
+
+def test_the_score_rises_as_a_bar_gets_squarer():
+    """Below the bar the shaped reward still points to success: squarer and cleaner scores higher."""
+    imgs = np.stack([_img(_rect(6, 12), 2), _img(_rect(8, 12), 2), _img(_rect(10, 12), 2)])
+    s = score_images(imgs, ["a blue square"] * 3)
+    assert s["score"][0] < s["score"][1] < 0.5 and s["aligned"].tolist() == [False, False, True]
