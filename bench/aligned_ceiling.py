@@ -31,13 +31,17 @@ def main(argv=None) -> int:
     from find_rl.scoring import aligned_ceiling
     from find_rl.shapes.world import all_prompts
 
-    sampler = DiffusionSampler.from_pretrained("shapes")
+    from find_rl.sampler import SamplerSettings
+
+    settings = SamplerSettings()
+    sampler = DiffusionSampler.from_pretrained("shapes", settings)
     prompts = all_prompts()
     res = aligned_ceiling(sampler, prompts, min_aligned=args.min_aligned, seed=args.seed)
     for prompt, r in res.items():
         print(f"{prompt:<18} {r['aligned_count']:>4} aligned of {r['samples']:>5}  diversity {r['aligned_diversity']:.2f}")
     args.out.write_text(json.dumps({"command": f"python bench/aligned_ceiling.py --min-aligned {args.min_aligned} --seed {args.seed}",
-                                    "machine": f"{platform.machine()}, torch {torch.__version__}", "prompts": res}, indent=2) + "\n")
+                                    "machine": f"{platform.machine()}, torch {torch.__version__}", "sampler": settings.to_dict(),
+                                    "prompts": res}, indent=2) + "\n")
     return 0
 
 

@@ -57,7 +57,7 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
                                    samples=samples, seed=seed, sampler=sampler, return_images=16)
     for p in prompts:
         image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
-    rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model))
+    rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model, run.sampler))
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
     header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from find_rl.diversity import aligned_kept, kept_text
 from find_rl.shapes.pipeline import to_pil
 
 
@@ -66,7 +67,7 @@ def results_rows(base: dict, find: dict, *, held_out=(), ceiling: dict | None = 
     rows = []
     for p, f in find.items():
         b, c = base[p], (ceiling or {}).get(p, {})
-        kept = f["aligned_diversity"] / c["aligned_diversity"] if f.get("aligned_diversity") is not None and c.get("aligned_diversity") else None
+        kept = aligned_kept(f, c)
         rows.append({"prompt": p, "base_alignment": b["alignment"], "find_alignment": f["alignment"],
                      "base_strict": b["strict_alignment"], "find_strict": f["strict_alignment"],
                      "base_diversity": b["diversity"], "find_diversity": f["diversity"],
@@ -92,13 +93,13 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
         name = r["prompt"] + (" *(held out)*" if r.get("held_out") else "")
         lines.append(f"| {name} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
                      f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) | "
-                     f"{_pct(r.get('aligned_kept'))} ({r.get('find_aligned_count')}) |")
+                     f"{kept_text(r.get('aligned_kept'), r.get('find_aligned_count'))} ({r.get('find_aligned_count')}) |")
     for label, group in (("mean", [r for r in rows if not r.get("held_out")]), ("mean, held out", [r for r in rows if r.get("held_out")])):
         if not group:
             continue
         mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
-        kept = [r["aligned_kept"] for r in group if r.get("aligned_kept") is not None]
-        akept = f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept else "—"
+        kept = [r["aligned_kept"] for r in group if r.get("aligned_kept") is not None]  # a failed prompt counts 0
+        akept = f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept and len(kept) == len(group) else "—"
         lines.append(f"| **{label}** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
                      f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) | "
                      f"{akept} |")

@@ -3,9 +3,10 @@ model) through the frozen sampler and score the images with the shapes world's d
 
 Per prompt: alignment (the detector's ``aligned`` rate) with a 95% Wilson interval, strict alignment (detector IoU >= 0.8),
 diversity (mean pairwise L2 distance between that prompt's images, in [-1, 1] pixel units), the number of samples, and
-the **aligned diversity**: the same distance among the aligned images only, with their count. "Kept" compares it with
-the frozen model's own aligned images (rejection sampling from N(0, I), :func:`aligned_ceiling`; shipped for the shapes
-model in ``find_rl/shapes/model/aligned_ceiling.json``), so a method that fails a prompt cannot look diverse.
+the **aligned diversity**: the same distance among the aligned images only, with its 95% interval and their count
+(:mod:`find_rl.diversity`, the one definition). "Kept" compares it with the frozen model's own aligned images under the
+same sampler settings (rejection sampling from N(0, I), :func:`aligned_ceiling`; shipped for the shapes model and its
+default sampler in ``find_rl/shapes/model/aligned_ceiling.json``), so a method that fails a prompt cannot look diverse.
 Base and learned policies go through exactly the same code; only the noise differs. No Ray.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from find_rl.diversity import aligned_diversity, diversity
 from find_rl.rewards import ShapesReward
 from find_rl.sampler import DiffusionSampler, SamplerSettings
 from find_rl.shapes.detector import DEFAULT_IOU, STRICT_IOU
@@ -31,16 +33,6 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def diversity(images: np.ndarray) -> float:
-    """Mean pairwise L2 distance between the images of one prompt (``(N, ...)``, N >= 2)."""
-    x = torch.as_tensor(images, dtype=torch.float64).flatten(1)
-    n = len(x)
-    if n < 2:
-        return 0.0
-    d = torch.cdist(x, x)
-    return float(d.sum() / (n * (n - 1)))
 
 
 def _rare(prompt: str) -> bool | None:
@@ -84,8 +76,10 @@ def evaluate_distributions(
     flat_noise = noise.reshape(-1, *shape)
     images = np.concatenate([sampler.sample(flat_noise[i : i + chunk], flat_prompts[i : i + chunk]).images
                              for i in range(0, len(flat_prompts), chunk)])
-    return score_image_sets({p: images[i * samples : (i + 1) * samples] for i, p in enumerate(prompts)},
-                            return_images=return_images)
+    scored = score_image_sets({p: images[i * samples : (i + 1) * samples] for i, p in enumerate(prompts)},
+                              return_images=return_images)
+    used = sampler_key(sampler.settings)  # which reference the aligned diversity may be compared with
+    return {p: r | {"sampler": used} for p, r in scored.items()}
 
 
 def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -> dict[str, dict]:
@@ -104,10 +98,10 @@ def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -
         k = int(lenient[sl].sum())
         lo, hi = wilson_interval(k, n)
         ok = lenient[sl]
+        ad = aligned_diversity(images[p][ok])  # None below MIN_ALIGNED: a method that fails a prompt does not look diverse
         out[p] = {"alignment": k / n, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
                   "diversity": diversity(images[p]), "samples": n, "rare": _rare(p),
-                  # among the aligned images only (None below 2): a method that fails a prompt does not look diverse
-                  "aligned_diversity": diversity(images[p][ok]) if k >= 2 else None, "aligned_count": k}
+                  "aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]], "aligned_count": k}
         if return_images:
             out[p]["images"] = images[p][:return_images]
     return out
@@ -143,7 +137,8 @@ def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligne
     """The frozen model's own aligned images per prompt (rejection sampling from N(0, I)): their diversity and count.
 
     Renders chunks until ``min_aligned`` aligned images (at most ``max_samples``) and measures at most 256 of them.
-    Returns ``{prompt: {"aligned_diversity", "aligned_count", "samples"}}`` (None where fewer than 2 were found)."""
+    Returns ``{prompt: {"aligned_diversity", "aligned_diversity_ci", "aligned_count", "samples"}}`` (None where fewer
+    than ``MIN_ALIGNED`` were found)."""
     gen = torch.Generator().manual_seed(seed)
     reward = ShapesReward(min_iou=DEFAULT_IOU)
     out = {}
@@ -155,22 +150,38 @@ def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligne
             kept.append(imgs[reward.score(imgs, [p] * chunk)["aligned"]])
             n += chunk
         ok = np.concatenate(kept)
-        out[p] = {"aligned_diversity": diversity(ok[:256]) if len(ok) >= 2 else None, "aligned_count": int(len(ok)),
-                  "samples": n}
+        ad = aligned_diversity(ok[:256])
+        out[p] = {"aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]],
+                  "aligned_count": int(len(ok)), "samples": n}
     return out
 
 
-def load_aligned_ceiling(model: str = "shapes") -> dict[str, dict]:
-    """The shipped rejection ceiling of a model folder (``{}`` when it ships none)."""
+#: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
+SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
+
+
+def sampler_key(settings: SamplerSettings | dict) -> dict:
+    """The sampler settings a reference is keyed on (device and dtype left out)."""
+    d = settings if isinstance(settings, dict) else settings.to_dict()
+    return {k: d.get(k) for k in SAMPLER_KEYS}
+
+
+def load_aligned_reference(model: str = "shapes") -> dict:
+    """A model folder's shipped reference file: ``{"sampler": {...}, "prompts": {prompt: {...}}}`` (``{}`` if none)."""
     import json
 
     from find_rl.models import resolve_model
 
     path = Path(resolve_model(model)) / CEILING_FILE
-    return json.loads(path.read_text())["prompts"] if path.is_file() else {}
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def aligned_kept(result: dict, ceiling: dict) -> float | None:
-    """A prompt's aligned diversity relative to the frozen model's aligned images (None where either is missing)."""
-    d, c = result.get("aligned_diversity"), (ceiling or {}).get("aligned_diversity")
-    return d / c if d is not None and c else None
+def load_aligned_ceiling(model: str = "shapes", settings: SamplerSettings | None = None) -> dict[str, dict]:
+    """The shipped reference (rejection ceiling) of a model folder for these sampler settings (the defaults when None):
+    ``{}`` when the folder ships none, or when it was made under other sampler settings (eta, steps, guidance,
+    scheduler), so a run with another sampler reports "—" rather than a ratio against the wrong images."""
+    data = load_aligned_reference(model)
+    made = data.get("sampler")
+    if made is None or sampler_key(made) != sampler_key(settings or SamplerSettings()):
+        return {}
+    return data["prompts"]

@@ -169,6 +169,7 @@ def test_aligned_diversity_kept_counts_a_failed_prompt_as_nothing_kept():
     ceiling = {"aligned_diversity": 10.0}
     assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 40}, ceiling) == 0.5
     assert aligned_kept({"aligned_diversity": None, "aligned_count": 1}, ceiling) == 0.0  # failed: not "diverse"
+    assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 7}, ceiling) == 0.0  # below MIN_ALIGNED: 0, not 50%
     assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 40}, None) is None
     runs = {m: [_run({"a": a}, 1, 1) for _ in range(2)] for m, a in (("x", 0.9), ("y", 0.5), ("z", 0.4))}
     for m, kept in (("x", 2.0), ("y", 8.0), ("z", 1.0)):
@@ -179,14 +180,53 @@ def test_aligned_diversity_kept_counts_a_failed_prompt_as_nothing_kept():
     assert sorted(frontier(summary)) == ["x", "y"]  # z is below y on both
 
 
+def test_a_row_rendered_with_another_sampler_gets_no_aligned_diversity_figure():
+    """The reference is keyed on the sampler settings: an eta-1 row is not divided by an eta-0 reference."""
+    eta0 = {"num_inference_steps": 10, "guidance_scale": 1.0, "eta": 0.0, "scheduler": "ddim"}
+    runs = {m: [_run({"a": 0.9}, 1, 1) for _ in range(2)] for m in ("same", "other")}
+    for m, eta in (("same", 0.0), ("other", 1.0)):
+        for r in runs[m]:
+            r["per_prompt"]["a"] |= {"aligned_diversity": 5.0, "aligned_count": 10, "sampler": eta0 | {"eta": eta}}
+    results, summary = aggregate(runs, ["a"], {"a": {"aligned_diversity": 10.0}}, eta0)
+    assert results["same"]["a"]["aligned_kept"] == pytest.approx(0.5) and "aligned_kept" in summary["same"]
+    assert "aligned_kept" not in results["other"]["a"] and "aligned_kept" not in summary["other"]
+
+
+def test_load_aligned_ceiling_is_keyed_on_the_sampler_settings():
+    from find_rl.sampler import SamplerSettings
+    from find_rl.scoring import load_aligned_ceiling
+
+    shipped = load_aligned_ceiling("shapes")
+    assert set(shipped) == {"a red circle", "a green circle", "a blue circle", "a red square", "a green square",
+                            "a blue square", "a red triangle", "a green triangle", "a blue triangle"}
+    assert load_aligned_ceiling("shapes", SamplerSettings(eta=1.0)) == {}
+    assert load_aligned_ceiling("shapes", SamplerSettings(num_inference_steps=20)) == {}
+    assert load_aligned_ceiling("shapes", SamplerSettings(device="cpu")) == shipped  # device does not change images
+
+
+def test_aligned_diversity_interval_and_minimum_count():
+    from find_rl.diversity import MIN_ALIGNED, aligned_diversity, diversity, kept_text
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3, 4, 4))
+    mean, lo, hi = aligned_diversity(x)
+    assert mean == pytest.approx(diversity(x)) and lo < mean < hi and hi - lo < 0.2 * mean
+    assert aligned_diversity(x[: MIN_ALIGNED - 1]) is None
+    wide = aligned_diversity(x[:MIN_ALIGNED])
+    assert wide[2] - wide[1] > hi - lo  # fewer images, a wider interval
+    assert kept_text(0.0, 3) == "— (3 aligned)" and kept_text(0.42, 30) == "42%" and kept_text(None, 30) == "—"
+
+
 def test_score_image_sets_reports_diversity_among_aligned_images_only():
     from find_rl.scoring import score_image_sets
     from find_rl.shapes.world import COLOURS, SHAPES, render
 
-    good = np.stack([render(SHAPES.index("circle"), COLOURS.index("green"), 8 + d, 8, 4) for d in range(-2, 3)])
+    good = np.stack([render(SHAPES.index("circle"), COLOURS.index("green"), 8 + dx, 8 + dy, 4)
+                     for dx in range(-2, 3) for dy in (-1, 1)])
     blank = np.full((3, *good.shape[1:]), -1.0, np.float32)
     res = score_image_sets({"a green circle": np.concatenate([good, blank])})["a green circle"]
-    assert res["aligned_count"] == 5 and res["alignment"] == pytest.approx(5 / 8)
+    assert res["aligned_count"] == 10 and res["alignment"] == pytest.approx(10 / 13)
+    assert res["aligned_diversity_ci"][0] < res["aligned_diversity"] < res["aligned_diversity_ci"][1]
     from find_rl.scoring import diversity
 
     assert res["aligned_diversity"] == pytest.approx(diversity(good)) and res["diversity"] != res["aligned_diversity"]

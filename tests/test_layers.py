@@ -13,7 +13,7 @@ FOLDERS = {"find_rl": "find_rl", "envs": "find_rl.envs", "tuning": "find_rl.tuni
 LAYERS = [
     ("core: settings, policy math, calibration, flows (no Ray)",
      {"find_rl", "find_rl.fields", "find_rl.settings", "find_rl.keys", "find_rl.policy_math", "find_rl.calibration",
-      "find_rl.anchor", "find_rl.latent_mean", "find_rl.progress", "find_rl.observation", "find_rl.amortized",
+      "find_rl.anchor", "find_rl.latent_mean", "find_rl.progress", "find_rl.diversity", "find_rl.observation", "find_rl.amortized",
       "find_rl.flow", "find_rl.flow_spline", "find_rl.replay", "find_rl.export", "find_rl.checkpoints", "find_rl.tuning", "find_rl.tuning.spaces",
       "find_rl.compare.settings", "find_rl.compare.stats"}),
     ("models, sampler, rewards, the shapes world",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from find_rl.compare.settings import CompareSettings
+from find_rl.diversity import MIN_ALIGNED
 from find_rl.compare.stats import aggregate, criteria, frontier
 
 
@@ -91,10 +92,10 @@ def frontier_plot(summary: dict, path: Path) -> Path | None:
 
 def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
     from find_rl.report import image_grid
+    from find_rl.scoring import load_aligned_reference
 
-    from find_rl.scoring import load_aligned_ceiling
-
-    results, summary = aggregate(runs, cs.prompts, load_aligned_ceiling("shapes"))
+    ref = load_aligned_reference("shapes")
+    results, summary = aggregate(runs, cs.prompts, ref.get("prompts"), ref.get("sampler"))
     checks = criteria(runs, results, summary, cs.prompts)
     (cs.out / "results.json").write_text(json.dumps(results, indent=2))
     (cs.out / "summary.json").write_text(json.dumps({"methods": summary, "criteria": checks, "settings": {
@@ -139,8 +140,9 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
         "",
         "Aligned diversity kept = mean pairwise distance among a method's *aligned* images relative to the frozen model's own "
-        "aligned images (rejection sampling, `find_rl/shapes/model/aligned_ceiling.json`); a prompt with fewer than two "
-        "aligned images counts 0, so failing a prompt never looks diverse.",
+        "aligned images under the same sampler settings (rejection sampling, `find_rl/shapes/model/aligned_ceiling.json`; "
+        f"\"-\" for a row rendered with other settings); a prompt with fewer than {MIN_ALIGNED} aligned images counts 0, so "
+        "failing a prompt never looks diverse.",
         "",
         "| method | alignment | strict | diversity kept | aligned diversity kept (worst prompt) | reward evals / prompt | "
         "evals per image | wall s | CPU s |",

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from find_rl.diversity import aligned_kept
+
 
 def t95(n: int) -> float:
     """Two-sided 95% Student-t quantile for n - 1 degrees of freedom."""
@@ -22,18 +24,20 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(t95(len(v)) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def aligned_kept(row: dict, ceiling: dict | None) -> float | None:
-    """One run's aligned diversity on one prompt relative to the frozen model's aligned images; a prompt with fewer than
-    two aligned images kept nothing (0), so failing a prompt never looks diverse. None without a ceiling or data."""
-    c = (ceiling or {}).get("aligned_diversity")
-    if not c or "aligned_count" not in row:
+def _reference(row: dict, ceiling: dict, prompt: str, sampler: dict | None) -> dict | None:
+    """The reference a row's aligned diversity is kept against: none when the row was rendered with other sampler
+    settings than the reference (e.g. DDPO's eta 1 against an eta-0 reference)."""
+    used = row.get("sampler")
+    if sampler is not None and used is not None and any(used.get(k) != sampler.get(k) for k in used):
         return None
-    return 0.0 if row.get("aligned_diversity") is None else row["aligned_diversity"] / c
+    return ceiling.get(prompt)
 
 
-def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | None = None) -> tuple[dict, dict]:
+def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | None = None,
+              reference_sampler: dict | None = None) -> tuple[dict, dict]:
     """``results.json`` (per method and prompt, means over seeds) and the per-method summary with 95% t-intervals.
-    ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.scoring.load_aligned_ceiling`)."""
+    ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.scoring.load_aligned_ceiling`), made with
+    ``reference_sampler`` (rows rendered with other sampler settings get no aligned-diversity figure)."""
     ceiling = ceiling or {}
     base = runs.get("base")
     results, summary = {}, {}
@@ -47,7 +51,7 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | N
                       "alignment_ci95": mean_ci([r["alignment"] for r in rows])[1], "seeds": len(rows)}
             if base:
                 entry["diversity_kept"] = entry["diversity"] / max(np.mean([b["per_prompt"][p]["diversity"] for b in base]), 1e-9)
-            kept = [aligned_kept(r, ceiling.get(p)) for r in rows]
+            kept = [aligned_kept(r, _reference(r, ceiling, p, reference_sampler)) for r in rows]
             if all(k is not None for k in kept):
                 entry |= {"aligned_count": float(np.mean([r["aligned_count"] for r in rows])), "aligned_kept": float(np.mean(kept))}
             results[method][p] = entry
@@ -59,7 +63,8 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | N
                     for s in seeds]
             summ["diversity_kept"] = dict(zip(("mean", "ci95"), mean_ci(kept)))
         if all("aligned_kept" in results[method][p] for p in prompts):
-            per = [[aligned_kept(s["per_prompt"][p], ceiling.get(p)) for p in prompts] for s in seeds]
+            per = [[aligned_kept(s["per_prompt"][p], _reference(s["per_prompt"][p], ceiling, p, reference_sampler))
+                    for p in prompts] for s in seeds]
             summ["aligned_kept"] = dict(zip(("mean", "ci95"), mean_ci([np.mean(v) for v in per])))
             summ["aligned_kept_min_prompt"] = float(min(np.mean([v[i] for v in per]) for i in range(len(prompts))))
         for group, keep in (("trained", False), ("held_out", True)):

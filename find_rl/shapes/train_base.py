@@ -120,8 +120,9 @@ took {train_seconds:.0f} s of optimisation on this machine ({args.threads} torch
 
 ## Baseline alignment under N(0, I) noise
 DDIM {baseline['sampler']['num_inference_steps']} steps, eta 0, no guidance; {baseline['samples']} samples per prompt,
-95% Wilson interval; strict = detector IoU >= 0.8 instead of 0.7 (both also require the shape-margin check); diversity = mean pairwise L2 distance between same-prompt
-images. Produced by `python -m find_rl.evaluate --policy base --samples {baseline['samples']} --seed {baseline['seed']}`.
+95% Wilson interval; strict = detector IoU >= 0.8 instead of 0.7 (both also require the detector's other checks: shape
+margin, a square box, a clean background, a circle's empty corners); diversity = mean pairwise L2 distance between
+same-prompt images. Produced by `python -m find_rl.evaluate --policy base --samples {baseline['samples']} --seed {baseline['seed']}`.
 
 | prompt | share of data | kind | alignment [95% CI] | strict | diversity |
 |---|---|---|---|---|---|
