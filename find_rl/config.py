@@ -61,6 +61,7 @@ def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple
         module_class=MODULES[policy.policy_type],
         model_config=dict(num_prompts=num_prompts, latent_shape=list(latent_shape), mean_resolution=policy.mean_resolution,
                           std_mode=policy.std_mode, learn_std=policy.learn_std, min_std=policy.min_std,
+                          mean_upsampling=policy.mean_upsampling,
                           mean_highpass=policy.mean_highpass, hidden=policy.amortized_hidden, rank=policy.amortized_rank,
                           linear=policy.amortized_linear),
     )

@@ -67,7 +67,8 @@ class _GaussianNoiseModule(TorchRLModule):
 
 class NoisePolicyModule(_GaussianNoiseModule):
     """model_config keys: ``num_prompts``, ``latent_shape``, ``mean_resolution`` (int or None),
-    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float)."""
+    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float), ``mean_upsampling``
+    ("bilinear", the default, or "nearest": block-constant, as the flow's shift moves)."""
 
     @override(TorchRLModule)
     def setup(self):
@@ -78,6 +79,7 @@ class NoisePolicyModule(_GaussianNoiseModule):
         self.mean_shape = (c, *([int(res)] * len(spatial))) if res else self.latent_shape
         self.mu = nn.Parameter(torch.zeros(self.num_prompts, *self.mean_shape))
         self.mean_highpass = cfg.get("mean_highpass")  # block size whose block averages are removed from mu
+        self.nearest = cfg.get("mean_upsampling", "bilinear") == "nearest"
         std_mode = cfg.get("std_mode", "scalar")
         if std_mode not in ("scalar", "element"):
             raise ValueError(f"std_mode must be 'scalar' or 'element', got {std_mode!r}")
@@ -89,8 +91,11 @@ class NoisePolicyModule(_GaussianNoiseModule):
         """``(mu, log_sigma)``, each ``(N, D)``, for a batch of prompt indices."""
         mu = self.mu[prompt_index]
         if self.mean_shape != self.latent_shape:
-            mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
-            mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
+            if self.nearest:
+                mu = F.interpolate(mu, size=self.latent_shape[1:], mode="nearest")
+            else:
+                mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]
+                mu = F.interpolate(mu, size=self.latent_shape[1:], mode=mode, align_corners=False)
         if self.mean_highpass:
             k = int(self.mean_highpass)
             low = F.avg_pool2d(mu, k)

@@ -131,6 +131,9 @@ class PolicySettings(_Part):
     mean_resolution: int | None = setting(4, parse=parse_resolution, check=at_least(1),
                                           help="spatial resolution of what is learned: the Gaussian's mean (upsampled), the "
                                                "flow's block-mean view (the rest stays N(0, I)); or 'full'")
+    mean_upsampling: str = setting("bilinear", check=one_of("bilinear", "nearest"), cli={"choices": ("bilinear", "nearest")},
+                                   help="per-prompt only: how the low-resolution mean reaches the latent; 'nearest' gives "
+                                        "block-constant moves like the flow's shift (a control for the flow's gain)")
     mean_highpass: int | None = setting(None, check=at_least(1), cli={"type": int},
                                         help="remove the learned mean's k x k block averages")
     std_mode: str = setting("scalar", check=one_of("scalar", "element"), cli={"choices": ("scalar", "element")})
@@ -157,6 +160,9 @@ class PolicySettings(_Part):
         if self.policy_type != "per-prompt" and (self.std_mode != "scalar" or self.mean_highpass is not None):
             raise ValueError(f"the {self.policy_type} policy has a scalar std and no high-pass mean; drop --std-mode element / "
                              "--mean-highpass")
+        if self.policy_type != "per-prompt" and self.mean_upsampling != "bilinear":
+            raise ValueError(f"--mean-upsampling is a per-prompt setting; the {self.policy_type} policy does not use it: "
+                             "drop --mean-upsampling")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
 

@@ -40,6 +40,18 @@ def test_low_resolution_mean_is_upsampled_and_std_is_floored():
     assert m.log_std[1].item() == pytest.approx(np.log(0.5))
 
 
+def test_nearest_upsampling_moves_whole_blocks_like_the_flows_shift():
+    m = _module(mean_upsampling="nearest")
+    with torch.no_grad():
+        m.mu[0] = torch.randn(3, 4, 4)
+    mu = m.distribution(torch.tensor([0]))[0].reshape(3, 16, 16)
+    assert torch.equal(mu, m.mu[0].detach().repeat_interleave(4, 1).repeat_interleave(4, 2))  # block-constant
+    bilinear = _module()
+    with torch.no_grad():
+        bilinear.mu.copy_(m.mu)
+    assert not torch.allclose(bilinear.distribution(torch.tensor([0]))[0], mu.reshape(1, -1))
+
+
 def test_highpass_mean_has_zero_block_averages():
     m = _module(mean_resolution=None, mean_highpass=4)
     with torch.no_grad():

@@ -33,6 +33,7 @@ BAD = [
     (PolicySettings, "policy_type", "gaussian", "--policy-type must be one of"),
     (PolicySettings, "mean_resolution", 0, "--mean-resolution must be >= 1"),
     (PolicySettings, "mean_highpass", 0, "--mean-highpass must be >= 1"),
+    (PolicySettings, "mean_upsampling", "cubic", "--mean-upsampling must be one of"),
     (PolicySettings, "std_mode", "diag", "--std-mode must be one of"),
     (PolicySettings, "min_std", -1.0, "--min-std must be a finite number > 0"),
     (PolicySettings, "min_std", NAN, "--min-std must be a finite number > 0"),
@@ -118,6 +119,8 @@ def test_checks_that_need_the_latent_shape(kw, msg):
 def test_part_level_combinations():
     with pytest.raises(ValueError, match="scalar std"):
         PolicySettings(policy_type="amortized", std_mode="element")
+    with pytest.raises(ValueError, match="--mean-upsampling is a per-prompt setting"):
+        PolicySettings(policy_type="flow", mean_upsampling="nearest")
     with pytest.raises(ValueError, match="needs --amortized-hidden > 0"):
         PolicySettings(amortized_linear=False, amortized_hidden=0)
     with pytest.raises(ValueError, match="choose --anchor kl or l2"):

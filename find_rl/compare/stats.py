@@ -117,10 +117,12 @@ def criteria(runs: dict[str, list[dict]], results: dict, summary: dict, prompts:
     if "find" in a and "ddpo" in a:
         # both on their training-loop clocks (start-up of Ray, RLlib and Ray Train excluded on both sides). With
         # fresh-sample checkpoints (the same evaluator and noise for both): FIND's first checkpoint at DDPO's final
-        # fresh-sample alignment; without them (an older cache), FIND's smoothed training-batch alignment.
-        target = a["ddpo"]
+        # checkpoint's alignment, on that same evaluator (not DDPO's 256-sample score on other noise); without them
+        # (an older cache), FIND's smoothed training-batch alignment against DDPO's final score.
         ddpo_wall = float(np.mean([r["history"][-1]["wall_s"] for r in runs["ddpo"]]))
         fresh = all(r.get("fresh") for r in runs["find"])
+        same_evaluator = fresh and all(r.get("fresh") for r in runs["ddpo"])
+        target = float(np.mean([r["fresh"][-1]["alignment"] for r in runs["ddpo"]])) if same_evaluator else a["ddpo"]
         if fresh:
             hits = [first_reach(r["fresh"], target) for r in runs["find"]]
             reach = [h[0] if h else None for h in hits]
@@ -129,7 +131,9 @@ def criteria(runs: dict[str, list[dict]], results: dict, summary: dict, prompts:
         ok = [t for t in reach if t is not None]
         speedup = float(ddpo_wall / max(np.mean(ok), 1e-9)) if len(ok) == len(reach) and ok else None
         c = {"basis": "fresh-sample checkpoints" if fresh else "training batches (5-iteration mean)",
-             "ddpo_final_alignment": target, "ddpo_training_loop_s": ddpo_wall, "find_seconds_to_reach": reach}
+             "ddpo_final_alignment": target, "ddpo_final_alignment_scored": a["ddpo"],
+             "target_evaluator": "DDPO's final checkpoint" if same_evaluator else "DDPO's final score",
+             "ddpo_training_loop_s": ddpo_wall, "find_seconds_to_reach": reach}
         if fresh:
             c["find_evals_to_reach"] = [h[1] if h else None for h in hits]
             if all(r.get("fresh") for r in runs["ddpo"]):  # where DDPO's own curve first reached its final level
