@@ -50,10 +50,11 @@ class FindPPOConfig(PPOConfig):
             raise ValueError("FindPPOConfig has no prompts; call .find_settings(find, prompts)")
 
 
-def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...]) -> RLModuleSpec:
-    """The noise policy's RLModule for this family and parametrisation."""
+def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...],
+                prior_share: float = 0.0) -> RLModuleSpec:
+    """The noise policy's RLModule for this family and parametrisation (``prior_share``: the flow's behaviour mixture)."""
     if policy.policy_type == "flow":
-        return RLModuleSpec(module_class=FlowNoisePolicyModule, model_config=dict(
+        return RLModuleSpec(module_class=FlowNoisePolicyModule, model_config=dict(prior_share=prior_share,
             num_prompts=num_prompts, latent_shape=list(latent_shape), conditioning=policy.flow_conditioning,
             flow_resolution=policy.mean_resolution, flow_blocks=policy.flow_blocks, flow_hidden=policy.flow_hidden,
             flow_coupling=policy.flow_coupling, affine_lr_scale=1.0, coupling_lr_scale=policy.flow_coupling_lr_scale))
@@ -90,7 +91,8 @@ def find_ppo_config(run: RunSettings) -> FindPPOConfig:
         .find_settings(find, run.prompts)
         .training(train_batch_size_per_learner=train_batch, minibatch_size=minibatch, gamma=1.0, lambda_=1.0,
                   use_kl_loss=False, use_critic=False, entropy_coeff=0.0, grad_clip=None)
-        .rl_module(rl_module_spec=module_spec(run.policy, num_prompts=len(run.prompts), latent_shape=run.latent_shape))
+        .rl_module(rl_module_spec=module_spec(run.policy, num_prompts=len(run.prompts), latent_shape=run.latent_shape,
+                                              prior_share=find.behaviour_prior_share))
         # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile
         .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=1000, ignore_env_runner_failures=False)
         .debugging(seed=run.loop.seed)

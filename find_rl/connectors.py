@@ -28,9 +28,10 @@ from find_rl.observation import ObservationLayout
 
 class CalibrateRewards(ConnectorV2):
     def __init__(self, input_observation_space=None, input_action_space=None, *, calibrator: RewardCalibrator,
-                 prompts: list[str], anchor=None, replay=None, **kwargs):
+                 prompts: list[str], anchor=None, replay=None, render_replay=None, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.replay = replay  # RewardedReplay or None; owned (and checkpointed) by the Learner
+        self.render_replay = render_replay  # RenderReplay or None; owned (and checkpointed) by the Learner
         self.calibrator = calibrator  # owned (and checkpointed) by the Learner
         self.anchor = anchor  # AdaptiveAnchor or None; owned (and checkpointed) by the Learner
         self.prompts = list(prompts)
@@ -75,6 +76,8 @@ class CalibrateRewards(ConnectorV2):
                             rewards.cpu() > torch.as_tensor(per_prompt_mean(rewards.cpu().numpy(), group.cpu().numpy(),
                                                                             num_prompts), dtype=torch.float32)[group.cpu()])
                 self.replay.add(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, group.cpu(), rewarded)
+            if self.render_replay is not None:  # staged now, joins the replay after this batch's update
+                self.render_replay.stage(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, rewards, group)
             per = per_prompt_mean(aligned.astype(float), group.cpu().numpy(), num_prompts) if has_aligned else None
             if self.anchor is not None and per is not None:  # adapt each prompt's anchor weight to its alignment
                 self.anchor.update(per)

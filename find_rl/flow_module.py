@@ -38,7 +38,8 @@ model_config keys: ``num_prompts``, ``latent_shape`` (as the Gaussian modules), 
 means; None = every element), ``flow_blocks`` (4), ``flow_hidden`` (32), ``flow_context`` (8), ``flow_masks``
 (["checkerboard", "channel"]), ``flow_coupling`` ("affine" | "spline"), ``flow_bins`` (8) and ``flow_bound`` (3.0) for
 splines, ``flow_max_log_scale`` (2.0), ``affine_lr_scale`` (1.0: the per-prompt shift trains at FIND's lr) and
-``coupling_lr_scale`` (0.002: the log-scales, coupling nets and prompt context at 1e-4 for lr 0.05; at 0.02 the
+``prior_share`` (0: the share of N(0, I) draws in the exploration (behaviour) distribution, see
+:class:`TorchFlowDistribution`), ``coupling_lr_scale`` (0.002: the log-scales, coupling nets and prompt context at 1e-4 for lr 0.05; at 0.02 the
 per-update KL was 10x the Gaussian's and a one-prompt run at lr 0.1 did not learn in 30 iterations, at 0.002 it reached
 0.91 training alignment).
 """
@@ -56,6 +57,7 @@ from ray.rllib.utils.annotations import override
 from torch.distributions import Distribution, constraints
 
 from find_rl.flow import LOG_2PI, ConditionalCouplingFlow, reverse_kl
+from find_rl.objectives import log_prior, mixture_log_prob
 from find_rl.observation import ObservationLayout
 
 
@@ -107,10 +109,16 @@ class TorchFlowDistribution(TorchDistribution):
     ``logits`` are the conditions (one-hot rows or text embeddings), ``flow`` the module's flow. Build it through
     ``TorchFlowDistribution.get_partial_dist_cls(flow=flow).from_logits(cond)`` (what the module's
     ``get_*_action_dist_cls`` return) or directly as ``TorchFlowDistribution(logits=cond, flow=flow)``.
+
+    ``prior_share`` s > 0 makes it the behaviour mixture (1 - s) q + s N(0, I) of the mass-covering objectives
+    (:mod:`find_rl.objectives`): each row is a fresh N(0, I) draw with probability s, and ``logp`` is the mixture's
+    exact density, so RLlib's recorded ``ACTION_LOGP`` is the behaviour's. The module uses it for exploration only.
     """
 
-    def __init__(self, logits: torch.Tensor, flow: ConditionalCouplingFlow, deterministic: bool = False):
+    def __init__(self, logits: torch.Tensor, flow: ConditionalCouplingFlow, deterministic: bool = False,
+                 prior_share: float = 0.0):
         self.logits, self.flow, self.deterministic = logits, flow, bool(deterministic)
+        self.prior_share = float(prior_share)
         super().__init__(logits=logits, flow=flow)
 
     @override(TorchDistribution)
@@ -122,7 +130,16 @@ class TorchFlowDistribution(TorchDistribution):
         if self.deterministic:
             mode = self._dist.mode.detach()
             return mode.expand(*(sample_shape or ()), *mode.shape)
-        return super().sample(sample_shape=sample_shape)
+        z = super().sample(sample_shape=sample_shape)
+        if self.prior_share > 0:  # the behaviour mixture: replace a share of the rows by fresh prior draws
+            fresh = torch.rand(z.shape[:-1], device=z.device) < self.prior_share
+            z = torch.where(fresh[..., None], torch.randn_like(z), z)
+        return z
+
+    @override(TorchDistribution)
+    def logp(self, value: torch.Tensor, **kwargs) -> torch.Tensor:
+        log_q = super().logp(value, **kwargs)
+        return mixture_log_prob(log_q, log_prior(value), self.prior_share) if self.prior_share > 0 else log_q
 
     @override(TorchDistribution)
     def kl(self, other: "TorchFlowDistribution") -> torch.Tensor:
@@ -138,7 +155,7 @@ class TorchFlowDistribution(TorchDistribution):
 
     @override(TorchDistribution)
     def to_deterministic(self) -> "TorchFlowDistribution":
-        out = TorchFlowDistribution(logits=self.logits, flow=self.flow, deterministic=True)
+        out = TorchFlowDistribution(logits=self.logits, flow=self.flow, deterministic=True)  # the mode of q itself
         out.__class__ = self.__class__  # keep the bound (partial) class
         return out
 
@@ -167,6 +184,7 @@ class FlowNoisePolicyModule(TorchRLModule):
             context_dim=int(cfg.get("flow_context", 8)), masks=tuple(cfg.get("flow_masks", ("checkerboard", "channel"))),
             max_log_scale=float(cfg.get("flow_max_log_scale", 2.0)), coupling=cfg.get("flow_coupling", "affine"),
             bins=int(cfg.get("flow_bins", 8)), bound=float(cfg.get("flow_bound", 3.0)))
+        self.prior_share = float(cfg.get("prior_share", 0.0))
         self.affine_lr_scale = float(cfg.get("affine_lr_scale", 1.0))
         self.coupling_lr_scale = float(cfg.get("coupling_lr_scale", 0.002))
 
@@ -179,7 +197,9 @@ class FlowNoisePolicyModule(TorchRLModule):
     def _forward(self, batch, **kwargs):
         return {Columns.ACTION_DIST_INPUTS: self.condition(batch[Columns.OBS])}
 
-    def _dist_cls(self):
+    def _dist_cls(self, prior_share: float = 0.0):
+        if prior_share > 0:
+            return TorchFlowDistribution.get_partial_dist_cls(flow=self.flow, prior_share=prior_share)
         return TorchFlowDistribution.get_partial_dist_cls(flow=self.flow)
 
     @override(TorchRLModule)
@@ -188,7 +208,8 @@ class FlowNoisePolicyModule(TorchRLModule):
 
     @override(TorchRLModule)
     def get_exploration_action_dist_cls(self):
-        return self._dist_cls()
+        """What the env runner samples from: q, or the behaviour mixture with ``prior_share``."""
+        return self._dist_cls(self.prior_share)
 
     @override(TorchRLModule)
     def get_train_action_dist_cls(self):

@@ -20,6 +20,9 @@ RATIO_MAX = "ratio_max"
 ENTROPY = "entropy_per_element"
 MU_ABS = "mu_abs_mean"
 STD_MEAN = "std_mean"
+ESS = "ess"  # mass-covering objectives: normalised effective sample size of q* under the behaviour, mean over prompts
+LOG_Z = "log_z"
+REPLAYED = "replayed_renders"
 
 
 def alignment_of(prompt: str) -> str:

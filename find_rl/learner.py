@@ -9,6 +9,9 @@ Hooks (each marked ``@override``):
   minibatches is valid; plus an optional anchor to N(0, I), with a fixed weight or a per-prompt adaptive one
   (:mod:`find_rl.anchor`). See :mod:`find_rl.policy_math` for the math and
   the trust region ``clip_param`` implies.
+- the objective: FIND's clipped surrogate (``--objective ppo``), or for the flow family a mass-covering objective fitted
+  to q* ∝ N(0, I) exp(r / beta) on the behaviour's draws (``log-variance``, ``iw-mle``; :mod:`find_rl.objectives`),
+  optionally with replayed past renders (:class:`~find_rl.replay.RenderReplay`), with the effective sample size logged.
 - ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history) is part of the checkpoint.
 """
 
@@ -24,16 +27,18 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
 from find_rl import keys
+from find_rl import objectives as ob
 from find_rl import policy_math as pm
 from find_rl.anchor import AdaptiveAnchor
 from find_rl.calibration import RewardCalibrator
 from find_rl.connectors import CalibrateRewards
 from find_rl.observation import ObservationLayout
-from find_rl.replay import RewardedReplay
+from find_rl.replay import RenderReplay, RewardedReplay
 
 CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
 REPLAY_STATE = "rewarded_replay"
+RENDER_REPLAY_STATE = "render_replay"
 
 
 class FindPPOTorchLearner(PPOTorchLearner):
@@ -63,11 +68,14 @@ class FindPPOTorchLearner(PPOTorchLearner):
         )
         self.replay = (RewardedReplay(num_groups=len(self.prompts), size=s.replay_size)
                        if s.replay_coeff > 0 and hasattr(module, "log_prob") else None)
+        self.render_replay = (RenderReplay(num_groups=len(self.prompts), size=s.render_replay)
+                              if s.mass_covering and s.render_replay > 0 else None)
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
             self._learner_connector.append(CalibrateRewards(calibrator=self.calibrator, prompts=self.prompts,
-                                                            anchor=self.adaptive_anchor, replay=self.replay))
+                                                            anchor=self.adaptive_anchor, replay=self.replay,
+                                                            render_replay=self.render_replay))
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -75,6 +83,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
         mask = batch[Columns.LOSS_MASK].bool()
         if not mask.any():  # every reward in this minibatch was invalid: nothing to learn from
             return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
+        if s.mass_covering:
+            return self._mass_covering_loss(module_id, batch, mask)
         n = mask.sum()
 
         def masked_mean(x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +133,54 @@ class FindPPOTorchLearner(PPOTorchLearner):
             )
         return total
 
+    def _mass_covering_loss(self, module_id: str, batch: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
+        """``--objective log-variance`` / ``iw-mle`` on this batch's valid rows (plus replayed renders), joint nats."""
+        s, module = self.find_settings, self.module[module_id].unwrapped()
+        rows = mask.nonzero().squeeze(-1)
+        z, obs, log_b = batch[Columns.ACTIONS][rows], batch[Columns.OBS][rows], batch[Columns.ACTION_LOGP][rows]
+        reward = batch[Postprocessing.VALUE_TARGETS][rows].float()  # the raw rewards (CalibrateRewards)
+        group = self.layout.prompt_index(obs)
+        stored = self.render_replay.tensors() if self.render_replay is not None else None
+        if stored is not None:  # past renders widen the behaviour; they enter the loss like fresh rows
+            device = z.device
+            z, log_b, obs, reward, group = (torch.cat([a, b.to(device)]) for a, b in
+                                            zip((z, log_b, obs, reward, group), stored))
+        log_q, log_p = module.log_prob(obs, z), ob.log_prior(z)
+        num = len(self.prompts)
+        if s.objective == "log-variance":
+            loss, log_z = ob.log_variance_loss(log_q, log_p, reward, group, beta=s.beta, num_groups=num)
+        else:
+            loss = ob.iw_mle_loss(log_q, log_p, log_b, reward, group, beta=s.beta, num_groups=num)
+            log_z = torch.full_like(log_q, float("nan"))
+        with torch.no_grad():
+            fresh = slice(0, len(rows))  # this batch's own rows (the replay follows them)
+            dim = z.shape[-1]
+            log_r = (log_q[fresh] - log_b[fresh]) / dim
+            ratio = torch.exp(log_r)
+            ess = ob.effective_sample_size(log_p[fresh], log_b[fresh], reward[fresh], group[fresh], beta=s.beta,
+                                           num_groups=num)
+            mu, log_std = module.moment_summary(obs[fresh], n=16)
+            self.metrics.log_dict(
+                {
+                    keys.POLICY_LOSS: loss.item(),
+                    keys.ANCHOR: 0.0,
+                    keys.CLIP_FRACTION: 0.0,
+                    keys.APPROX_KL: pm.approx_kl(log_r).item(),
+                    keys.RATIO_MEAN: ratio.mean().item(),
+                    keys.RATIO_MIN: ratio.min().item(),
+                    keys.RATIO_MAX: ratio.max().item(),
+                    keys.ENTROPY: pm.entropy_per_element(log_std).mean().item(),
+                    keys.MU_ABS: mu.abs().mean().item(),
+                    keys.STD_MEAN: log_std.exp().mean().item(),
+                    keys.ESS: float(torch.nanmean(ess)),
+                    keys.LOG_Z: float(torch.nanmean(log_z[fresh])),
+                    keys.REPLAYED: 0 if stored is None else len(stored[0]),
+                },
+                key=(module_id, keys.FIND),
+                window=1,
+            )
+        return loss
+
     def _replay_nll(self, module, dim: int) -> torch.Tensor:
         """Importance-weighted negative log-likelihood of the replayed rewarded noises, per element (find_rl/replay.py)."""
         from find_rl.flow import replay_weights
@@ -163,6 +221,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
+        if self.render_replay is not None:  # this iteration's renders join the replay after their own update
+            self.render_replay.commit()
         for module in self.module.values():
             if hasattr(module.unwrapped(), "project"):
                 module.unwrapped().project()
@@ -176,6 +236,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
             state[ANCHOR_STATE] = self.adaptive_anchor.get_state()
         if self.replay is not None and self._check_component(REPLAY_STATE, components, not_components):
             state[REPLAY_STATE] = self.replay.get_state()
+        if self.render_replay is not None and self._check_component(RENDER_REPLAY_STATE, components, not_components):
+            state[RENDER_REPLAY_STATE] = self.render_replay.get_state()
         return state
 
     @override(PPOTorchLearner)
@@ -187,3 +249,5 @@ class FindPPOTorchLearner(PPOTorchLearner):
             self.adaptive_anchor.set_state(state[ANCHOR_STATE])
         if REPLAY_STATE in state and self.replay is not None:
             self.replay.set_state(state[REPLAY_STATE])
+        if RENDER_REPLAY_STATE in state and self.render_replay is not None:
+            self.render_replay.set_state(state[RENDER_REPLAY_STATE])

@@ -58,6 +58,7 @@ class FindProgress:
     seconds: float
     images_per_s: float
     reward_evals_per_prompt: int
+    ess: float = math.nan  # mass-covering objectives: how well the behaviour's draws cover q* (find_rl/objectives.py)
 
     @classmethod
     def from_result(cls, result: dict, prompts: list[str], *, iteration: int, seconds: float, images: int,
@@ -68,7 +69,8 @@ class FindProgress:
                    clip_fraction=float(f[keys.CLIP_FRACTION]), approx_kl=float(f[keys.APPROX_KL]),
                    calibration_pred_mean=float(f[keys.CALIB_PRED_MEAN]), mu_abs_mean=float(f[keys.MU_ABS]),
                    std_mean=float(f[keys.STD_MEAN]), samples_invalid=int(f[keys.SAMPLES_INVALID]), samples=int(f[keys.SAMPLES]),
-                   seconds=seconds, images_per_s=images / seconds, reward_evals_per_prompt=evals_per_prompt)
+                   seconds=seconds, images_per_s=images / seconds, reward_evals_per_prompt=evals_per_prompt,
+                   ess=float(f.get(keys.ESS, math.nan)))
 
     @property
     def invalid_fraction(self) -> float:
@@ -78,7 +80,8 @@ class FindProgress:
         per = " ".join(f"p{i}={self.alignment_per_prompt.get(p, math.nan):.2f}" for i, p in enumerate(prompts))
         return (f"iter {self.iteration:>3}/{total}  reward {self.reward_mean:.3f}  align {self.alignment:.3f} [{per}]  "
                 f"clip {self.clip_fraction:.2f}  kl {self.approx_kl:.4f}  |mu| {self.mu_abs_mean:.2f}  "
-                f"std {self.std_mean:.2f}  {self.images_per_s:.0f} img/s")
+                f"std {self.std_mean:.2f}  " + (f"ess {self.ess:.2f}  " if math.isfinite(self.ess) else "")
+                + f"{self.images_per_s:.0f} img/s")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

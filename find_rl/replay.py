@@ -51,3 +51,52 @@ class RewardedReplay:
 
     def set_state(self, state: dict) -> None:
         self._z, self._logp, self._obs = list(state["z"]), list(state["logp"]), list(state["obs"])
+
+
+class RenderReplay:
+    """Past renders of every outcome, aligned and failed, for the mass-covering objectives (:mod:`find_rl.objectives`):
+    per prompt the newest ``size`` rows of (noise ``z``, behaviour log-density, observation, reward).
+
+    A batch is staged by :meth:`stage` while its own loss is computed (so it is not counted twice) and joins the
+    replay at :meth:`commit`, after the update. The log-variance loss needs no importance weights, so replayed rows
+    count like fresh ones: they widen the behaviour over the regions earlier policies visited."""
+
+    FIELDS = ("z", "logp", "obs", "reward")
+
+    def __init__(self, *, num_groups: int, size: int):
+        if size < 1:
+            raise ValueError(f"render replay size must be >= 1, got {size}")
+        self.num_groups, self.size = int(num_groups), int(size)
+        self._rows: list[dict | None] = [None] * self.num_groups
+        self._staged: tuple | None = None
+
+    def stage(self, z: torch.Tensor, logp: torch.Tensor, obs: torch.Tensor, reward: torch.Tensor, group: torch.Tensor) -> None:
+        self._staged = tuple(t.detach().cpu() for t in (z, logp, obs, reward, group))
+
+    def commit(self) -> None:
+        if self._staged is None:
+            return
+        *parts, group = self._staged
+        for g in torch.unique(group).tolist():
+            sel = group == g
+            new = dict(zip(self.FIELDS, (t[sel] for t in parts)))
+            old = self._rows[g]
+            self._rows[g] = {k: (new[k] if old is None else torch.cat([old[k], new[k]]))[-self.size :] for k in self.FIELDS}
+        self._staged = None
+
+    def __len__(self) -> int:
+        return sum(len(r["z"]) for r in self._rows if r is not None)
+
+    def tensors(self) -> tuple[torch.Tensor, ...] | None:
+        """``(z, logp, obs, reward, group)`` over every prompt, or None when empty."""
+        groups = [g for g in range(self.num_groups) if self._rows[g] is not None]
+        if not groups:
+            return None
+        group = torch.cat([torch.full((len(self._rows[g]["z"]),), g, dtype=torch.long) for g in groups])
+        return (*(torch.cat([self._rows[g][k] for g in groups]) for k in self.FIELDS), group)
+
+    def get_state(self) -> dict:
+        return {"rows": list(self._rows)}
+
+    def set_state(self, state: dict) -> None:
+        self._rows = list(state["rows"])

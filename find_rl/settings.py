@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from find_rl.fields import (at_least, check_fields, finite, finite_nonnegative, finite_positive, from_dict, in_range, one_of,
                             positive, setting)
+from find_rl.objectives import OBJECTIVES
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 POLICY_TYPES = ("per-prompt", "amortized", "flow")
@@ -192,6 +193,19 @@ class FindSettings(_Part):
                                   help="flow only: weight of importance-weighted maximum likelihood on replayed rewarded "
                                        "noises (mass-covering; find_rl/replay.py); 0: off")
     replay_size: int = setting(256, check=at_least(1), help="flow only: rewarded noises kept per prompt for the replay")
+    objective: str = setting("ppo", check=one_of(*OBJECTIVES), cli={"choices": OBJECTIVES},
+                             help="'ppo': FIND's clipped surrogate (+ its regulariser); flow only: 'log-variance' (off-policy "
+                                  "trajectory balance) or 'iw-mle' (importance-weighted maximum likelihood), both fitting "
+                                  "q* ∝ N(0, I) exp(r / beta) from a behaviour with a prior share (find_rl/objectives.py)")
+    beta: float = setting(0.1, check=finite_positive,
+                          help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)")
+    prior_share: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
+                                        help="flow only: share of fresh N(0, I) draws in each batch (behaviour "
+                                             "(1 - share) q + share N(0, I), its exact density recorded); default 0.2 for "
+                                             "log-variance / iw-mle, 0 for ppo")
+    render_replay: int = setting(0, check=at_least(0),
+                                 help="log-variance / iw-mle: past renders (aligned and failed) kept per prompt and added "
+                                      "to every loss; 0: none")
     target_alignment: float | None = setting(None, check=in_range(0, 1, open_low=True), cli={"type": float},
                                              help="adapt each prompt's anchor weight to hold its training alignment at this level")
     anchor_factor: float = setting(1.5, flag="", check=_above_one,
@@ -217,6 +231,18 @@ class FindSettings(_Part):
         super().__post_init__()
         if self.target_alignment is not None and self.anchor == "none":
             raise ValueError("--target-alignment adapts the anchor weight; choose --anchor kl or l2, not none")
+
+    @property
+    def mass_covering(self) -> bool:
+        return self.objective != "ppo"
+
+    @property
+    def behaviour_prior_share(self) -> float:
+        """``prior_share`` resolved: 0.2 for the mass-covering objectives (about the share of prior draws that
+        outsourced diffusion sampling mixes in), 0 for PPO, unless given."""
+        if self.prior_share is not None:
+            return float(self.prior_share)
+        return 0.2 if self.mass_covering else 0.0
 
     @property
     def clip(self) -> float | None:
@@ -270,6 +296,9 @@ class RunSettings(_Part):
         check_prompts(self.eval_prompts, "--eval-prompts")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
+        if self.policy.policy_type != "flow" and (self.find.mass_covering or self.find.behaviour_prior_share > 0):
+            raise ValueError(f"--objective {self.find.objective} / --prior-share need the flow family's exact log-density; "
+                             "add --policy-type flow")
         answers = self.policy.policy_type == "amortized" or (self.policy.policy_type == "flow"
                                                              and self.policy.flow_conditioning == "embedding")
         if self.eval_prompts and not answers:

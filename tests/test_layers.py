@@ -14,7 +14,7 @@ LAYERS = [
     ("core: settings, policy math, calibration, flows (no Ray)",
      {"find_rl", "find_rl.fields", "find_rl.settings", "find_rl.keys", "find_rl.policy_math", "find_rl.calibration",
       "find_rl.anchor", "find_rl.latent_mean", "find_rl.progress", "find_rl.diversity", "find_rl.observation", "find_rl.amortized",
-      "find_rl.flow", "find_rl.flow_spline", "find_rl.replay", "find_rl.export", "find_rl.checkpoints", "find_rl.tuning", "find_rl.tuning.spaces",
+      "find_rl.flow", "find_rl.flow_spline", "find_rl.replay", "find_rl.objectives", "find_rl.export", "find_rl.checkpoints", "find_rl.tuning", "find_rl.tuning.spaces",
       "find_rl.compare.settings", "find_rl.compare.stats"}),
     ("models, sampler, rewards, the shapes world",
      {"find_rl.models", "find_rl.sampler", "find_rl.rewards", "find_rl.image_reward", "find_rl.hps", "find_rl.metrics",

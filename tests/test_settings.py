@@ -47,6 +47,10 @@ BAD = [
     (FindSettings, "kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
     (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
+    (FindSettings, "objective", "kl", "--objective must be one of"),
+    (FindSettings, "beta", 0.0, "--beta must be a finite number > 0"),
+    (FindSettings, "prior_share", 1.5, "--prior-share must be in [0, 1]"),
+    (FindSettings, "render_replay", -1, "--render-replay must be >= 0"),
     (FindSettings, "lr", NAN, "--lr must be a finite number > 0"),
     (FindSettings, "lr", INF, "--lr must be a finite number > 0"),
     (FindSettings, "lr", 0.0, "--lr must be a finite number > 0"),
@@ -99,6 +103,8 @@ def test_every_checked_field_is_covered_above():
     (dict(prompts=["a"], eval_prompts=["a"], policy=PolicySettings(policy_type="amortized")), "must be held out"),
     (dict(eval_prompts=["b"]), "needs --policy-type amortized"),
     (dict(reward=[]), "names no reward"),
+    (dict(find=FindSettings(objective="log-variance")), "need the flow family's exact log-density"),
+    (dict(find=FindSettings(prior_share=0.2)), "need the flow family's exact log-density"),
 ])
 def test_cross_field_checks(kw, msg):
     with pytest.raises(ValueError, match=msg):
