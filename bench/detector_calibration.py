@@ -82,13 +82,13 @@ def main(argv=None) -> int:
     sets = {}
     for prompt in all_prompts():
         z = torch.randn((args.samples, *sampler.latent_shape), generator=gen)
-        sets[f"frozen | {prompt}"] = (prompt, sampler.sample(z, [prompt] * args.samples).images)
+        sets[f"frozen: {prompt}"] = (prompt, sampler.sample(z, [prompt] * args.samples).images)
     if args.policy:
         pol = load_policy(args.policy)
         n = args.samples // 2
         for i, prompt in enumerate(pol.prompts):
             z = pol.transform([i], torch.randn((1, n, *sampler.latent_shape), generator=gen)).reshape(n, *sampler.latent_shape)
-            sets[f"policy | {prompt}"] = (prompt, sampler.sample(z, [prompt] * n).images)
+            sets[f"policy: {prompt}"] = (prompt, sampler.sample(z, [prompt] * n).images)
     print("\n| images | lenient | mended | mended strict | the mended checks that failed |\n|---|---|---|---|---|")
     for name, (prompt, imgs) in sets.items():
         lenient = old.score_images(imgs, [prompt] * len(imgs))["aligned"].mean()
