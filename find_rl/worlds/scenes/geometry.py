@@ -1,75 +1,62 @@
-"""Exact geometry of the scenes world: which pixels a shape of a given centre and size covers.
+"""Exact geometry of the scenes world: the sprite of each shape and size, and GenEval's position rule.
 
-Coordinates: pixel ``(row i, column j)`` covers ``[j, j + 1) x [i, i + 1)`` and is on when its centre
-``(x, y) = (j + 0.5, i + 0.5)`` lies inside the shape (no anti-aliasing: a pixel is fully on or off). ``y`` grows
-downwards. Every shape is defined by its centre ``(cx, cy)`` and its size ``s``, the side of its bounding square,
-so a circle, square, triangle and cross of the same size have the same (square) box:
+Every object is a sprite: a shape drawn in a square box of odd side ``s`` (``SIZES``: radius 4.5 to 6.5 px) whose
+top-left corner sits on an integer pixel, so an object's pixels depend only on its shape and size, and its
+rasterised box is exactly ``s x s``. A pixel is on when its centre lies inside the shape (no anti-aliasing); with
+offsets ``(dx, dy)`` of the pixel centre from the box centre (``y`` grows downwards) and ``h = s / 2``:
 
-- circle:   ``dx^2 + dy^2 <= (s/2)^2``
-- square:   ``|dx| <= s/2`` and ``|dy| <= s/2``
-- triangle: apex up, ``|dy| <= s/2`` and ``|dx| <= (dy + s/2) / 2`` (base ``s`` wide at the bottom)
-- cross:    a plus sign, ``|dx| <= s/6`` and ``|dy| <= s/2``, or ``|dy| <= s/6`` and ``|dx| <= s/2`` (arms s/3 wide)
+- circle:   ``dx^2 + dy^2 <= (h - 1/4)^2`` (the quarter pixel keeps the disc at ~72-75% of its box, near pi/4,
+  where ``h`` itself would fill 85% of a 9-px box and look like a square with clipped corners)
+- square:   ``|dx| <= h`` and ``|dy| <= h``
+- triangle: apex up, ``|dy| <= h`` and ``|dx| <= (dy + h) / 2`` (base ``s`` wide at the bottom, one-pixel apex)
+- cross:    a plus sign, ``|dx| <= s/8`` and ``|dy| <= h``, or ``|dy| <= s/8`` and ``|dx| <= h`` (3-px arms)
 
-with ``dx = x - cx`` and ``dy = y - cy``. The renderer draws with these predicates and the scorer fits templates
-drawn with the same predicates, so a ground-truth object matches its own template exactly.
+Odd sides put the box centre on a pixel centre, so every sprite is symmetric and fills its whole box. A cross
+(not a diamond) is the fourth shape: a diamond's sprite is close to a circle's at these sizes.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 IMAGE_SIZE = 32
-#: Range of the object size ``s`` (side of the bounding square, in pixels); radius = s / 2 >= 4.5.
-SIZE_RANGE: tuple[float, float] = (9.0, 13.0)
+#: Sides of an object's square box, in pixels.
+SIZES: tuple[int, ...] = (9, 11, 13)
+#: GenEval's position rule: the centre offset is shrunk by this fraction of the summed box sizes, per axis.
+POSITION_SHRINK = 0.1
 
 
-def inside(shape: int, dx: np.ndarray, dy: np.ndarray, s: np.ndarray | float) -> np.ndarray:
-    """Whether the points ``(dx, dy)`` (offsets from the centre) are inside shape ``shape`` of size ``s``.
-
-    Broadcasts ``dx``, ``dy`` and ``s`` against each other.
-    """
-    h = np.asarray(s) / 2.0
+def inside(shape: int, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarray:
+    """Whether the points ``(dx, dy)`` (offsets from the box centre) are inside shape ``shape`` of box side ``s``."""
+    h = s / 2.0
     if shape == 0:
-        return dx * dx + dy * dy <= h * h
+        return dx * dx + dy * dy <= (h - 0.25) ** 2
     if shape == 1:
         return (np.abs(dx) <= h) & (np.abs(dy) <= h)
     if shape == 2:
         return (np.abs(dy) <= h) & (np.abs(dx) <= (dy + h) / 2.0)
     if shape == 3:
         a, b = np.abs(dx), np.abs(dy)
-        return ((a <= h / 3.0) & (b <= h)) | ((b <= h / 3.0) & (a <= h))
+        return ((a <= s / 8.0) & (b <= h)) | ((b <= s / 8.0) & (a <= h))
     raise ValueError(f"unknown shape index {shape}; the scenes world has {len(SHAPES)} shapes: {', '.join(SHAPES)}")
 
 
-def shape_masks(shape: np.ndarray, cx: np.ndarray, cy: np.ndarray, s: np.ndarray, *, x0: np.ndarray, y0: np.ndarray,
-                height: int, width: int) -> np.ndarray:
-    """Masks ``(n, height, width)`` of ``n`` shapes, each drawn in a window whose top-left pixel is ``(y0, x0)``.
-
-    ``shape``, ``cx``, ``cy``, ``s``, ``x0``, ``y0`` are 1-D arrays of length ``n`` (window origins are integer
-    pixel indices). The work is vectorised per shape kind.
-    """
-    shape = np.asarray(shape)
-    xs = np.arange(width, dtype=np.float32) + 0.5
-    ys = np.arange(height, dtype=np.float32) + 0.5
-    out = np.zeros((len(shape), height, width), dtype=bool)
-    for k in range(len(SHAPES)):
-        idx = np.flatnonzero(shape == k)
-        if len(idx) == 0:
-            continue
-        dx = (xs[None, None, :] + x0[idx, None, None] - cx[idx, None, None]).astype(np.float32)
-        dy = (ys[None, :, None] + y0[idx, None, None] - cy[idx, None, None]).astype(np.float32)
-        out[idx] = inside(k, dx, dy, s[idx, None, None].astype(np.float32))
+@lru_cache(maxsize=None)
+def sprite(shape: int, s: int) -> np.ndarray:
+    """The ``(s, s)`` boolean pixels of ``shape`` drawn in a box of side ``s`` (read-only)."""
+    c = np.arange(s) + 0.5 - s / 2.0
+    out = inside(shape, c[None, :], c[:, None], s)
+    out.flags.writeable = False
     return out
-
-
-#: GenEval's position rule: the centre offset is shrunk by this fraction of the summed box sizes, per axis.
-POSITION_SHRINK = 0.1
 
 
 def relation_scores(centre_a: np.ndarray, dims_a: np.ndarray, centre_b: np.ndarray, dims_b: np.ndarray) -> np.ndarray:
     """GenEval's position rule (``relative_position`` in geneval ``evaluation/evaluate_images.py``): A's scores for
-    standing left of, right of, above and below B, ``(..., 4)``; a relation holds when its score is > 0.5.
+    standing left of, right of, above and below B (``grammar.RELATIONS`` order), ``(..., 4)``; a relation holds
+    when its score is > 0.5.
 
     The offset between the box centres (``(x, y)``, last axis) is shrunk per axis by ``POSITION_SHRINK`` times the
     summed box dimensions (width, height) and divided by the length of the unshrunk offset. Boxes whose shrunk
