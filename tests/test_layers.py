@@ -22,7 +22,7 @@ LAYERS = [
       "find_rl.shapes", "find_rl.shapes.world", "find_rl.shapes.detector", "find_rl.shapes.text_encoder",
       "find_rl.shapes.pipeline", "find_rl.worlds", "find_rl.worlds.scenes", "find_rl.worlds.scenes.geometry",
       "find_rl.worlds.scenes.grammar", "find_rl.worlds.scenes.splits", "find_rl.worlds.scenes.render",
-      "find_rl.worlds.scenes.detect", "find_rl.worlds.scenes.scorer"}),
+      "find_rl.worlds.scenes.detect", "find_rl.worlds.scenes.scorer", "find_rl.worlds.scenes.adversarial"}),
     ("envs, RLlib hooks, Ray actors, scoring",
      {"find_rl.envs", "find_rl.envs.noise_bandit", "find_rl.connectors", "find_rl.learner", "find_rl.noise_module",
       "find_rl.flow_module", "find_rl.config", "find_rl.scorers", "find_rl.ray_session", "find_rl.scoring"}),

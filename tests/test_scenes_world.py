@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from find_rl.worlds.scenes import splits
+from find_rl.worlds.scenes.adversarial import adversarial_cases, blank, put, stamp
 from find_rl.worlds.scenes.detect import detect_batch
-from find_rl.worlds.scenes.geometry import SHAPES, SIZES, relation_scores, sprite
-from find_rl.worlds.scenes.grammar import CATEGORIES, COLOUR_PATTERNS, COLOURS, RELATIONS, all_prompts, parse_prompt
+from find_rl.worlds.scenes.geometry import SHAPES, SIZES, relation_scores
+from find_rl.worlds.scenes.grammar import CATEGORIES, COLOURS, RELATIONS, all_prompts, parse_prompt
 from find_rl.worlds.scenes.render import render_prompts, sample_scenes, sample_training_batch
 from find_rl.worlds.scenes.scorer import accuracy_by_category, score
 
@@ -158,84 +159,27 @@ def test_noise_is_never_aligned():
 # ---------------------------------------------------------------- adversarial images
 
 
-def _blank() -> np.ndarray:
-    return -np.ones((3, 32, 32), dtype=np.float32)
-
-
-def _stamp(img: np.ndarray, mask: np.ndarray, colour: str, x0: int, y0: int, value: float = 1.0) -> np.ndarray:
-    h, w = mask.shape
-    for ch, on in enumerate(COLOUR_PATTERNS[C[colour]]):
-        if on:
-            img[ch, y0 : y0 + h, x0 : x0 + w][mask] = value
-    return img
-
-
-def _obj(img, shape, colour, x0, y0, s=11, value=1.0):
-    return _stamp(img, sprite(S[shape], s), colour, x0, y0, value)
-
-
-def _rounded_square(s: int, rho: float) -> np.ndarray:
-    c = np.abs(np.arange(s) + 0.5 - s / 2)
-    dx, dy, inner = c[None, :], c[:, None], s / 2 - rho
-    return (np.maximum(dx - inner, 0) ** 2 + np.maximum(dy - inner, 0) ** 2) <= rho**2
-
-
-def _white_circle() -> np.ndarray:
-    img = _blank()
-    img[:, 8:19, 8:19][:, sprite(S["circle"], 11)] = 1.0
-    return img
-
-
-def _adversarial_cases():
-    cases = []
-    for shape in ((6, 12), (12, 6), (5, 10)):
-        cases.append((f"bar {shape} as a square", _stamp(_blank(), np.ones(shape, bool), "red", 8, 8), "a red square"))
-    for s in SIZES:
-        for rho in (s / 8, s / 6, s / 4, s / 3):
-            cases.append((f"rounded square s={s} rho={rho:.2f} as a circle", _stamp(_blank(), _rounded_square(s, rho), "red", 9, 9),
-                          "a red circle"))
-    one = lambda: _obj(_blank(), "circle", "red", 3, 3)  # noqa: E731
-    cases += [
-        ("extra faint object below the foreground", _obj(one(), "square", "blue", 18, 18, value=-0.2), "a red circle"),
-        ("extra dim object", _obj(one(), "square", "blue", 18, 18, value=0.3), "a red circle"),
-        ("faint smear", _stamp(one(), np.ones((3, 3), bool), "green", 22, 22, value=-0.3), "a red circle"),
-        ("bright speck", _stamp(one(), np.ones((1, 2), bool), "green", 25, 25), "a red circle"),
-        ("touching objects", _obj(_obj(_blank(), "circle", "red", 4, 10), "square", "blue", 15, 10), "a red circle and a blue square"),
-        ("touching twins", _obj(_obj(_blank(), "circle", "red", 4, 10), "circle", "red", 15, 10), "two red circles"),
-        ("2 drawn, 3 asked", _obj(_obj(_blank(), "circle", "red", 2, 2), "circle", "red", 18, 18), "three red circles"),
-        ("4 drawn, 3 asked", _obj(_obj(_obj(_obj(_blank(), "circle", "red", 2, 2), "circle", "red", 18, 2), "circle", "red", 2, 18),
-                                  "circle", "red", 18, 18), "three red circles"),
-        ("colours swapped", _obj(_obj(_blank(), "circle", "blue", 2, 10), "square", "red", 18, 10), "a red circle and a blue square"),
-        ("relation reversed", _obj(_obj(_blank(), "circle", "red", 18, 10), "square", "blue", 2, 10), "a red circle left of a blue square"),
-        ("relation reversed, vertical", _obj(_obj(_blank(), "cross", "red", 10, 18), "triangle", "cyan", 10, 2),
-         "a red cross above a cyan triangle"),
-        ("two-colour object", _stamp(_obj(_blank(), "square", "red", 8, 8), np.ones((11, 3), bool), "blue", 8, 8), "a red square"),
-        ("white object", _white_circle(), "a red circle"),
-    ]
-    return cases
-
-
-@pytest.mark.parametrize("name, image, prompt", _adversarial_cases(), ids=[c[0] for c in _adversarial_cases()])
-def test_adversarial_images_are_rejected(name, image, prompt):
-    result = score(image[None], [prompt])
-    assert not result.aligned[0] and not result.strict[0] and result.reward[0] < 1.0, (name, result.detections[0])
+@pytest.mark.parametrize("case", adversarial_cases(), ids=lambda c: c.name)
+def test_adversarial_images_are_rejected(case):
+    result = score(case.image[None], [case.prompt])
+    assert not result.aligned[0] and not result.strict[0] and result.reward[0] < 1.0, (case.name, result.detections[0])
 
 
 def test_a_faint_speck_is_dropped_and_a_correct_image_passes():
-    image = _obj(_blank(), "circle", "red", 3, 3)
+    image = put(blank(), "circle", "red", 3, 3)
     assert score(image[None], ["a red circle"]).aligned[0]
-    faint = _stamp(image.copy(), np.ones((1, 2), bool), "green", 25, 25, value=0.2)
+    faint = stamp(image.copy(), np.ones((1, 2), bool), "green", 25, 25, value=0.2)
     assert score(faint[None], ["a red circle"]).aligned[0]
 
 
 def test_reward_rises_with_every_satisfied_clause():
     prompt = "a red circle left of a blue square"
     steps = [
-        _blank(),  # only "clean" holds
-        _obj(_blank(), "circle", "red", 2, 10),  # + the circle's shape and colour
-        _obj(_obj(_blank(), "circle", "red", 18, 10), "square", "red", 2, 10),  # + the square's shape, the count
-        _obj(_obj(_blank(), "circle", "red", 18, 10), "square", "blue", 2, 10),  # + the square's colour
-        _obj(_obj(_blank(), "circle", "red", 2, 10), "square", "blue", 18, 10),  # + the relation: aligned
+        blank(),  # only "clean" holds
+        put(blank(), "circle", "red", 2, 10),  # + the circle's shape and colour
+        put(put(blank(), "circle", "red", 18, 10), "square", "red", 2, 10),  # + the square's shape, the count
+        put(put(blank(), "circle", "red", 18, 10), "square", "blue", 2, 10),  # + the square's colour
+        put(put(blank(), "circle", "red", 2, 10), "square", "blue", 18, 10),  # + the relation: aligned
     ]
     result = score(np.stack(steps), [prompt] * len(steps))
     assert np.all(np.diff(result.reward) > 0), result.reward
@@ -251,6 +195,6 @@ def test_relation_scores_follow_geneval():
 
 
 def test_detect_reports_box_and_colour():
-    d = detect_batch(_obj(_blank(), "triangle", "magenta", 5, 7, s=13)[None])[0]
+    d = detect_batch(put(blank(), "triangle", "magenta", 5, 7, s=13)[None])[0]
     (o,) = d.objects
     assert (o.shape, o.colour, o.box, o.size, o.centre) == (S["triangle"], C["magenta"], (5, 7, 18, 20), 13, (11.5, 13.5))
