@@ -49,7 +49,8 @@ def main() -> None:
     gt_prompts = [by_cat[c][i] for c in CATEGORIES for i in rng.choice(len(by_cat[c]), args.per_category)]
     gt_images = render_scenes(sample_scenes(gt_prompts, rng))
     result, dt = _timed(score, gt_images, gt_prompts)
-    print(f"\nground truth, {args.per_category} scenes per category (all splits), scored at {len(gt_prompts) / dt:.0f} images/s")
+    print(f"\nground truth, {args.per_category} scenes per category (all splits), "
+          f"scored at {len(gt_prompts) / dt:.0f} images/s")
     for name, flags in (("aligned", result.aligned), ("strict", result.strict)):
         acc = accuracy_by_category(gt_prompts, flags)
         print(f"  {name:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in acc.items()))

@@ -59,8 +59,9 @@ def adversarial_cases() -> list[AdversarialCase]:
     """Every hard negative, in a fixed order."""
     cases = [AdversarialCase(f"bar {h}x{w} as a square", stamp(blank(), np.ones((h, w), bool), "red", 8, 8), "a red square")
              for h, w in ((6, 12), (12, 6), (5, 10))]
-    cases += [AdversarialCase(f"rounded square s={s} rho={rho:.2f} as a circle", stamp(blank(), rounded_square(s, rho), "red", 9, 9),
-                              "a red circle") for s in SIZES for rho in (s / 8, s / 6, s / 4, s / 3)]
+    cases += [AdversarialCase(f"rounded square s={s} rho={rho:.2f} as a circle",
+                              stamp(blank(), rounded_square(s, rho), "red", 9, 9), "a red circle")
+              for s in SIZES for rho in (s / 8, s / 6, s / 4, s / 3)]
     one = lambda: put(blank(), "circle", "red", 3, 3)  # noqa: E731
     pair = lambda a, b: put(put(blank(), *a), *b)  # noqa: E731
     four = put(put(pair(("circle", "red", 2, 2), ("circle", "red", 18, 2)), "circle", "red", 2, 18), "circle", "red", 18, 18)
@@ -69,14 +70,18 @@ def adversarial_cases() -> list[AdversarialCase]:
         ("extra dim object (v = 0.3)", put(one(), "square", "blue", 18, 18, value=0.3), "a red circle"),
         ("faint smear (3x3 at -0.3)", stamp(one(), np.ones((3, 3), bool), "green", 22, 22, value=-0.3), "a red circle"),
         ("bright speck (2 px)", stamp(one(), np.ones((1, 2), bool), "green", 25, 25), "a red circle"),
-        ("touching objects (merged)", pair(("circle", "red", 4, 10), ("square", "blue", 15, 10)), "a red circle and a blue square"),
+        ("touching objects (merged)", pair(("circle", "red", 4, 10), ("square", "blue", 15, 10)),
+         "a red circle and a blue square"),
         ("touching twins (merged)", pair(("circle", "red", 4, 10), ("circle", "red", 15, 10)), "two red circles"),
         ("2 drawn, 3 asked", pair(("circle", "red", 2, 2), ("circle", "red", 18, 18)), "three red circles"),
         ("4 drawn, 3 asked", four, "three red circles"),
         ("colours swapped", pair(("circle", "blue", 2, 10), ("square", "red", 18, 10)), "a red circle and a blue square"),
-        ("relation reversed", pair(("circle", "red", 18, 10), ("square", "blue", 2, 10)), "a red circle left of a blue square"),
-        ("relation reversed, vertical", pair(("cross", "red", 10, 18), ("triangle", "cyan", 10, 2)), "a red cross above a cyan triangle"),
-        ("two-colour object", stamp(put(blank(), "square", "red", 8, 8), np.ones((11, 3), bool), "blue", 8, 8), "a red square"),
+        ("relation reversed", pair(("circle", "red", 18, 10), ("square", "blue", 2, 10)),
+         "a red circle left of a blue square"),
+        ("relation reversed, vertical", pair(("cross", "red", 10, 18), ("triangle", "cyan", 10, 2)),
+         "a red cross above a cyan triangle"),
+        ("two-colour object", stamp(put(blank(), "square", "red", 8, 8), np.ones((11, 3), bool), "blue", 8, 8),
+         "a red square"),
         ("white object", _white_circle(), "a red circle"),
     ]]
     return cases

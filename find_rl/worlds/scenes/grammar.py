@@ -151,6 +151,11 @@ def _parse(text: str) -> Prompt:
 
 def all_prompts() -> list[str]:
     """Every prompt of the language, in a fixed order: by category (``CATEGORIES`` order), then by the loops below."""
+    return list(_all_prompts())
+
+
+@lru_cache(maxsize=1)
+def _all_prompts() -> tuple[str, ...]:
     n_shapes, n_colours = range(len(SHAPES)), range(len(COLOURS))
     coloured = [ObjectSpec(s, c) for s in n_shapes for c in n_colours]
     plain = [ObjectSpec(s) for s in n_shapes]
@@ -164,4 +169,4 @@ def all_prompts() -> list[str]:
             for relation in ("and", *RELATIONS):
                 p = Prompt((a, b), relation)
                 by_category[p.category].append(p)
-    return [p.text for c in CATEGORIES for p in by_category[c]]
+    return tuple(p.text for c in CATEGORIES for p in by_category[c])

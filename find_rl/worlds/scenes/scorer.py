@@ -67,11 +67,12 @@ def _best_match(p: Prompt, det: Detection) -> tuple[float, list[int | None]]:
     credit = _credits(p, objects)
     if p.relation in RELATIONS and objects:  # two objects: every ordered pair, or one or none of them matched
         centre, dims = np.array([o.centre for o in objects]), np.array([o.dims for o in objects])
-        holds = relation_scores(centre[:, None], dims[:, None], centre[None], dims[None])[..., RELATIONS.index(p.relation)] > 0.5
-        pair = credit[0][:, None] + credit[1][None, :] + holds
+        scores = relation_scores(centre[:, None], dims[:, None], centre[None], dims[None])  # (a, b, 4): a of b
+        pair = credit[0][:, None] + credit[1][None, :] + (scores[..., RELATIONS.index(p.relation)] > 0.5)
         np.fill_diagonal(pair, -np.inf)
-        options = [(pair.max(), list(np.unravel_index(pair.argmax(), pair.shape))), (credit[0].max(), [credit[0].argmax(), None]),
-                   (credit[1].max(), [None, credit[1].argmax()]), (0.0, [None, None])]
+        options = [(pair.max(), list(np.unravel_index(pair.argmax(), pair.shape))),
+                   (credit[0].max(), [credit[0].argmax(), None]), (credit[1].max(), [None, credit[1].argmax()]),
+                   (0.0, [None, None])]
         best, match = max(options, key=lambda t: t[0])
         return float(best), [None if m is None else int(m) for m in match]
     if not objects:

@@ -50,7 +50,8 @@ UNSEEN_RELATIONS: frozenset[tuple[int, str, int]] = frozenset((_S[a], r, _S[b]) 
     ("circle", "left of", "triangle"), ("triangle", "left of", "square"), ("cross", "above", "square"),
     ("square", "above", "circle")))
 #: Object pairs ((colour, shape), (colour, shape)) never drawn together; their colour swaps are trained.
-SWAPPED: frozenset[frozenset[tuple[int, int]]] = frozenset(frozenset(((_C[c1], _S[s1]), (_C[c2], _S[s2]))) for c1, s1, c2, s2 in (
+SWAPPED: frozenset[frozenset[tuple[int, int]]] = frozenset(
+    frozenset(((_C[c1], _S[s1]), (_C[c2], _S[s2]))) for c1, s1, c2, s2 in (
     ("yellow", "square", "red", "circle"), ("blue", "circle", "magenta", "triangle"), ("cyan", "square", "green", "cross"),
     ("blue", "cross", "green", "triangle"), ("green", "triangle", "magenta", "square"), ("yellow", "circle", "red", "cross")))
 
