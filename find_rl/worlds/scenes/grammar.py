@@ -7,7 +7,8 @@ Grammar (every prompt of the language is listed by :func:`all_prompts`; nothing 
     relation := "left of" | "right of" | "above" | "below"
 
 A two-object prompt names one of each object ("a" on both sides), two different objects, and colours either both
-or neither. "A left of B" means A's box centre is left of B's by GenEval's rule (see ``scorer.relation_holds``).
+or neither; coloured objects joined by "and" have two different colours and two different shapes (GenEval's
+color_attr rule). "A left of B" means A's box centre is left of B's by GenEval's rule (see ``scorer.relation_holds``).
 An optional leading "a photo of" (GenEval's phrasing) is accepted and dropped.
 
 Categories, following GenEval's six tasks (``CATEGORIES``):
@@ -19,7 +20,8 @@ single_object  one object, no colour                             "a circle"
 colors         one object with a colour                          "a red circle"
 counting       two or three of one object, colour optional       "three circles", "two red crosses"
 two_object     two different shapes joined by "and", no colour   "a circle and a square"
-color_attr     two different coloured objects joined by "and"    "a red circle and a blue square"
+color_attr     two coloured objects joined by "and", colours     "a red circle and a blue square"
+               and shapes both different
 position       two different objects and a relation, colours     "a circle left of a square",
                optional                                          "a red circle above a blue circle"
 =============  ================================================  ==============================
@@ -144,9 +146,19 @@ def _parse(text: str) -> Prompt:
         raise _fail(text, "a two-object prompt names one of each object, e.g. 'a red circle and a blue square'")
     if (first.colour is None) != (second.colour is None):
         raise _fail(text, "colour both objects or neither, e.g. 'a red circle left of a blue square'")
-    if first == second:
-        raise _fail(text, f"it names {first.text!r} twice; say '{COUNT_WORDS[2]} ...' to ask for two of them")
+    why = _pair_rule(first, second, relation)
+    if why:
+        raise _fail(text, why)
     return Prompt((first, second), relation)
+
+
+def _pair_rule(a: ObjectSpec, b: ObjectSpec, relation: str) -> str | None:
+    """Why two single objects cannot form a prompt with ``relation``, or ``None`` when they can."""
+    if a == b:
+        return f"it names {a.text!r} twice; say '{COUNT_WORDS[2]} ...' to ask for two of them"
+    if relation == "and" and a.colour is not None and (a.colour == b.colour or a.shape == b.shape):
+        return "coloured objects joined by 'and' (color_attr) need two different colours and shapes, as in GenEval"
+    return None
 
 
 def all_prompts() -> list[str]:
@@ -167,6 +179,7 @@ def _all_prompts() -> tuple[str, ...]:
     for group in (plain, coloured):
         for a, b in itertools.permutations(group, 2):
             for relation in ("and", *RELATIONS):
-                p = Prompt((a, b), relation)
-                by_category[p.category].append(p)
+                if _pair_rule(a, b, relation) is None:
+                    p = Prompt((a, b), relation)
+                    by_category[p.category].append(p)
     return tuple(p.text for c in CATEGORIES for p in by_category[c])
