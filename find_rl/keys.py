@@ -7,6 +7,8 @@ ALIGNMENT = "alignment"
 CALIB_PRED_MEAN = "calibration_pred_mean"
 CALIB_ADV_MEAN = "calibrated_reward_mean"
 CALIB_FIT_MSE = "calibration_fit_mse"
+ADVANTAGE_MEAN = "advantage_mean"  # of the advantages the policy trains on (calibrated, normalised rewards)
+ADVANTAGE_STD = "advantage_std"
 SAMPLES = "samples"
 SAMPLES_INVALID = "samples_invalid"
 POLICY_LOSS = "policy_loss"
@@ -20,6 +22,10 @@ RATIO_MAX = "ratio_max"
 ENTROPY = "entropy_per_element"
 MU_ABS = "mu_abs_mean"
 STD_MEAN = "std_mean"
+# per iteration, beside the learner's metrics (find_rl.tracking)
+ITERATION_S = "iteration_s"
+IMAGES_PER_S = "images_per_s"
+REWARD_EVALS = "reward_evals_per_prompt"
 
 
 def alignment_of(prompt: str) -> str:
