@@ -21,6 +21,7 @@ groups) or a random prompt (``"random"``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -77,12 +78,21 @@ class _Bandit:
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.shape[1],), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.sampler.latent_dim,), np.float32)
         self.reward_timer = RewardTimer()  # Ray metrics (image count, reward latency) when running under Ray
+        self._preview: DiffusionSampler | None = None
 
     def render_and_score(self, actions: np.ndarray, prompt_idx: np.ndarray) -> dict[str, np.ndarray]:
         prompts = [self.prompts[i] for i in prompt_idx]
         out = self.sampler.sample(np.asarray(actions, dtype=np.float32), prompts)
         scored = self.reward_timer.time(lambda: score_batch(self.reward, out.images, prompts), len(prompts))
         return scored | {"images": out.images}
+
+    def render(self, actions: np.ndarray, prompt_idx: np.ndarray) -> np.ndarray:
+        """Images of ``actions`` for the prompts at ``prompt_idx``, unscored, through a second sampler over the same
+        pipeline (its own step-noise seed), so that the training stream is left as it was."""
+        if self._preview is None:
+            self._preview = DiffusionSampler(self.sampler.pipeline,
+                                             dataclasses.replace(self.sampler.settings, compile_unet=False), seed=0)
+        return self._preview.sample(np.asarray(actions, dtype=np.float32), [self.prompts[i] for i in prompt_idx]).images
 
 
 class NoiseBanditEnv(gym.Env):
@@ -144,6 +154,11 @@ class NoiseBanditVectorEnv(VectorEnv):
                     full[active] = out[k]
                     infos[k], infos["_" + k] = full, active.copy()
         return infos
+
+    def render_noise(self, actions: np.ndarray, prompt_idx: np.ndarray) -> np.ndarray:
+        """Images ``(N, 3, H, W)`` in [-1, 1] of the noises ``actions`` ``(N, D)`` for the prompts at ``prompt_idx``,
+        unscored and outside the episode (the run's TensorBoard image grids); the training stream is untouched."""
+        return self._b.render(actions, prompt_idx)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

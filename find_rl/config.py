@@ -3,13 +3,15 @@ builder that turns :class:`~find_rl.settings.RunSettings` into it.
 
 The learner reads ``config.find`` (a :class:`~find_rl.settings.FindSettings`) and ``config.prompts`` instead of a
 loose ``learner_config_dict``; the RLModule is chosen by the policy family (``--policy-type``).
+The algorithm is :class:`FindPPO`, RLlib's PPO whose log folder is the run's own (``config.run_dir``).
 """
 
 from __future__ import annotations
 
-from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
+from ray.tune import Trainable
 
 from find_rl import ENV_ID
 from find_rl.learner import FindPPOTorchLearner
@@ -27,15 +29,21 @@ class FindPPOConfig(PPOConfig):
     """PPOConfig plus ``find`` (FIND's learner settings) and ``prompts`` (the env's prompt list: metric names)."""
 
     def __init__(self, algo_class=None):
-        super().__init__(algo_class=algo_class)
+        super().__init__(algo_class=algo_class or FindPPO)
         self.find = FindSettings()
         self.prompts: list[str] = []
+        self.run_dir: str | None = None  # the run folder, the algorithm's log folder (FindPPO)
 
     def find_settings(self, find: FindSettings, prompts: list[str]) -> "FindPPOConfig":
         """Set FIND's learner settings and the PPO knobs they carry under RLlib's names."""
         self.find = find
         self.prompts = list(prompts)
         return self.training(lr=find.lr, num_epochs=find.num_epochs, clip_param=find.clip_param)
+
+    def run_folder(self, path) -> "FindPPOConfig":
+        """The run's folder: the built algorithm's ``logdir`` (None: it has none)."""
+        self.run_dir = None if path is None else str(path)
+        return self
 
     @override(PPOConfig)
     def get_default_learner_class(self):
@@ -48,6 +56,27 @@ class FindPPOConfig(PPOConfig):
             raise ValueError(f"FindPPOConfig.find must be a FindSettings, got {type(self.find).__name__}; use .find_settings()")
         if not self.prompts:
             raise ValueError("FindPPOConfig has no prompts; call .find_settings(find, prompts)")
+
+
+class FindPPO(PPO):
+    """RLlib's PPO, built from a :class:`FindPPOConfig`, whose log folder is the run's own folder.
+
+    Ray 2.60's ``Trainable`` has no ``logger_creator`` any more: an algorithm built outside Tune makes a fresh, empty
+    ``~/ray_results/<date><random>`` folder as its ``logdir`` and writes nothing there (events, W&B and MLflow go
+    through :mod:`find_rl.tracking`). FindPPO points ``logdir`` at ``config.run_dir`` instead and creates nothing.
+    """
+
+    @classmethod
+    @override(PPO)
+    def get_default_config(cls) -> FindPPOConfig:
+        return FindPPOConfig()
+
+    @override(Trainable)
+    def _setup_logdir(self) -> None:
+        if self._storage:  # run as a Tune trainable: Tune's own trial folder
+            super()._setup_logdir()
+            return
+        self._logdir = getattr(self.config, "run_dir", None)
 
 
 def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...],

@@ -87,6 +87,8 @@ class CalibrateRewards(ConnectorV2):
                     keys.CALIB_PRED_MEAN: result.predicted.mean().item(),
                     keys.CALIB_ADV_MEAN: (rewards - result.predicted.to(rewards.device)).mean().item(),
                     keys.CALIB_FIT_MSE: result.fit_loss,
+                    keys.ADVANTAGE_MEAN: result.advantages.mean().item(),
+                    keys.ADVANTAGE_STD: result.advantages.std(unbiased=False).item(),
                     keys.SAMPLES_INVALID: n_invalid,
                     keys.SAMPLES: len(rows),
                 }

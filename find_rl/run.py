@@ -5,7 +5,9 @@
 2. :class:`FindRun` (a context manager, inside :func:`find_rl.ray_session.ray_session`): builds the reward workers and
    the RLlib algorithm from :func:`find_rl.config.find_ppo_config`, restores a checkpoint, runs iterations
    (:meth:`FindRun.iterations` yields one :class:`~find_rl.progress.FindProgress` per iteration and keeps
-   ``progress.jsonl`` and the checkpoints), and returns the learned distributions; it stops everything it built.
+   ``progress.jsonl`` and the checkpoints), logs each iteration through Ray's logger callbacks
+   (:mod:`find_rl.tracking`: TensorBoard events in the run folder with image grids every ``--image-every``
+   iterations; W&B, MLflow), and returns the learned distributions; it stops everything it built.
 3. The run folder: :func:`prepare_run_dir` (a new run or one to resume; ``run.json`` holds the settings).
 
 Seeding: iteration ``it`` of a run seeds every env runner's stream from ``(seed, it)``, so a resumed run draws exactly
@@ -21,11 +23,16 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from find_rl import keys
 from find_rl.progress import PROGRESS_FILE, FindProgress, append_progress, restore_progress
 from find_rl.settings import RunSettings
 
 logger = logging.getLogger("find_rl.run")
 RUN_FILE = "run.json"
+PREVIEW_SAMPLES = 4  # images per prompt in each TensorBoard grid
+PREVIEW_SEED = 30_000  # + the run's seed: the grids' base noise, the same at every grid (not a training or scoring stream)
 
 
 class InvalidRewards(RuntimeError):
@@ -47,6 +54,7 @@ def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSetting
     from find_rl.rewards import RewardSpec
     from find_rl.sampler import DiffusionSampler, SamplerSettings, check_device
     from find_rl.shapes.world import parse_prompt, rare_prompts
+    from find_rl.tracking import check as check_tracking
 
     prompts = read_prompts_file(prompts_file) if prompts_file is not None else [p.strip() for p in run.prompts]
     if not prompts and run.model == "shapes":
@@ -57,6 +65,7 @@ def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSetting
             parse_prompt(p)
     for spec in run.reward:
         RewardSpec.parse(spec)  # names and forms checked here; the env runners load the reward models
+    check_tracking(run.tracking)  # --wandb / --mlflow: the package is there, W&B has credentials or is offline
     # the device is checked here unless env runners sample on a cluster's other nodes (which may hold GPUs we lack)
     if run.resources.num_env_runners == 0 or not (run.resources.address or os.environ.get("RAY_ADDRESS")):
         check_device(run.sampler.device)
@@ -131,6 +140,13 @@ def _seed_env_runner(env_runner, *, seed: int, iteration: int) -> None:
         torch.normal(torch.zeros(env_runner.num_envs, *space.shape), torch.ones(env_runner.num_envs, *space.shape))
 
 
+def _render_preview(env_runner, *, noise: np.ndarray, prompt_idx: np.ndarray) -> np.ndarray:
+    """On the env runner that samples: ``noise`` rendered by its env's frozen pipeline, as uint8 for the trip back."""
+    from find_rl.tracking import to_uint8
+
+    return to_uint8(env_runner.env.unwrapped.render_noise(noise, prompt_idx))
+
+
 def start_scorers(run: RunSettings):
     """The reward-scorer actor pool the env runners will connect to (``None`` when scoring in-process)."""
     res = run.resources
@@ -144,18 +160,26 @@ def start_scorers(run: RunSettings):
 
 
 class FindRun:
-    """The RLlib algorithm of one run and what it started (scorer actors); ``with FindRun(...) as r:`` stops both."""
+    """The RLlib algorithm of one run and what it started (scorer actors, Ray's logger callbacks); ``with FindRun(...)
+    as r:`` stops them all. ``log_scalars=False``: the logger callbacks get image grids only (a Tune trial, whose
+    scalars Tune logs)."""
 
-    def __init__(self, run: RunSettings, run_dir: Path, *, live_metrics: bool = True):
+    def __init__(self, run: RunSettings, run_dir: Path, *, live_metrics: bool = True, log_scalars: bool = True):
         from find_rl.config import find_ppo_config
+        from find_rl.tracking import RunLog, run_hparams
 
         self.run, self.run_dir = run, Path(run_dir)
+        self.algo = self.log = None
         self.scorers = start_scorers(run)
         try:
-            self.algo = find_ppo_config(run).build_algo()
+            # the run folder is the algorithm's log folder: nothing lands in ~/ray_results
+            self.algo = find_ppo_config(run).run_folder(self.run_dir.resolve()).build_algo()
+            self.log = RunLog(self.run_dir, run.tracking, config=run.to_dict(), hparams=run_hparams(run), scalars=log_scalars)
         except BaseException:
-            self._stop_scorers()
+            self.stop()
             raise
+        self.learner_metrics: dict = {}  # the last iteration's learner metrics (result["learners"][...]["find"])
+        self._obs = None
         self.history: list[FindProgress] = []
         self.live = None
         if live_metrics:
@@ -167,9 +191,12 @@ class FindRun:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.stop(failed=exc[0] is not None)
 
-    def stop(self) -> None:
+    def stop(self, *, failed: bool = False) -> None:
+        if self.log is not None:
+            self.log.close(failed=failed)
+            self.log = None
         if self.algo is not None:
             self.algo.stop()
             self.algo = None
@@ -204,17 +231,50 @@ class FindRun:
         self.algo.env_runner_group.foreach_env_runner(
             functools.partial(_seed_env_runner, seed=iteration_seed(run.loop.seed, it), iteration=it), local_env_runner=True)
         result = self.algo.train()
+        self.learner_metrics = dict(result["learners"]["default_policy"][keys.FIND])
         return FindProgress.from_result(result, run.prompts, iteration=it + 1, seconds=time.perf_counter() - t0,
                                         images=run.batch_size * run.runners,
                                         evals_per_prompt=(it + 1) * run.samples_per_prompt_per_iteration)
 
+    def scalars(self, row: FindProgress) -> dict[str, float]:
+        """The iteration's scalars for the logger callbacks and Tune (:func:`find_rl.tracking.find_scalars`)."""
+        from find_rl.tracking import find_scalars
+
+        return find_scalars(self.learner_metrics, row)
+
+    def preview(self, samples: int = PREVIEW_SAMPLES) -> dict[str, np.ndarray]:
+        """``{prompt: (3, H, samples W) uint8}``: ``samples`` images per trained prompt from the current policy, the same
+        base noise at every call, rendered by the frozen pipeline of the env runner that samples (``{}`` while no env
+        runner is healthy)."""
+        import torch
+
+        from find_rl.tracking import image_row
+
+        run, prompts = self.run, list(self.run.prompts)
+        eps = torch.randn((len(prompts), samples, *run.latent_shape),
+                          generator=torch.Generator().manual_seed(PREVIEW_SEED + run.loop.seed))
+        noise = self.policy().transform(list(range(len(prompts))), eps).reshape(len(prompts) * samples, -1)
+        render = functools.partial(_render_preview, noise=noise.float().numpy(),
+                                   prompt_idx=np.repeat(np.arange(len(prompts)), samples))
+        group = self.algo.env_runner_group
+        if run.resources.num_env_runners == 0:  # the driver samples itself
+            out = group.foreach_env_runner(render, local_env_runner=True)
+        else:  # one remote runner renders (the driver's local runner has no env)
+            ids = group.healthy_worker_ids()[:1]
+            out = group.foreach_env_runner(render, local_env_runner=False, remote_worker_ids=ids) if ids else []
+        if not out:
+            return {}
+        images = out[0].reshape(len(prompts), samples, *out[0].shape[1:])
+        return {p: image_row(images[i]) for i, p in enumerate(prompts)}
+
     def iterations(self, until: int | None = None, *, checkpoints: bool = True):
         """Train from the current iteration up to ``until`` (default: the settings' iterations), yielding each row after
-        it is logged and saved (``progress.jsonl``, a checkpoint every ``checkpoint_every`` and at the end).
+        it is logged and saved (``progress.jsonl``; the logger callbacks, with image grids every ``image_every``
+        iterations and at the end; a checkpoint every ``checkpoint_every`` and at the end).
         Raises :class:`InvalidRewards` (after a checkpoint) when an iteration's rewards are too often NaN/inf."""
         from find_rl.checkpoints import save_checkpoint
 
-        loop = self.run.loop
+        loop, tracking = self.run.loop, self.run.tracking
         until = loop.iterations if until is None else until
         progress = self.run_dir / PROGRESS_FILE
         if self.iteration == 0:
@@ -225,6 +285,9 @@ class FindRun:
             append_progress(progress, row)
             if self.live is not None:
                 self.live.update(row.to_dict())
+            grids = tracking.tensorboard and tracking.image_every > 0 and (row.iteration % tracking.image_every == 0
+                                                                            or row.iteration == until)
+            self.log.log(row.iteration, self.scalars(row), self.preview() if grids else None)
             if row.invalid_fraction > loop.max_invalid_fraction:  # invalid samples were skipped; this many: the reward is broken
                 save_checkpoint(self.algo, self.run_dir, it + 1)
                 raise InvalidRewards(f"{row.invalid_fraction:.0%} of iteration {it + 1}'s rewards were NaN/inf (limit "
@@ -254,14 +317,16 @@ class FindRun:
         return NoisePolicy(mean=mean, std=std, **meta)
 
     def _observations(self):
-        """Observation rows of the trained prompts, then the held-out ones (their one-hot all zeros)."""
+        """Observation rows of the trained prompts, then the held-out ones (their one-hot all zeros); computed once."""
         from find_rl.models import load_pipeline
         from find_rl.observation import ObservationLayout, encode_text
 
-        run = self.run
-        prompts = list(run.prompts) + list(run.eval_prompts)
-        emb = encode_text(load_pipeline(run.model), prompts).pooled
-        return ObservationLayout(len(run.prompts)).rows(emb, list(range(len(run.prompts))))
+        if self._obs is None:
+            run = self.run
+            prompts = list(run.prompts) + list(run.eval_prompts)
+            emb = encode_text(load_pipeline(run.model), prompts).pooled
+            self._obs = ObservationLayout(len(run.prompts)).rows(emb, list(range(len(run.prompts))))
+        return self._obs
 
     def distributions(self):
         """A Gaussian policy's ``(mean, std)``, each ``(prompts, *latent_shape)``, in :meth:`policy`'s prompt order."""

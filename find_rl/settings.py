@@ -9,6 +9,7 @@ Parts (each validates itself on construction; :meth:`RunSettings.validate` adds 
 - :class:`FindSettings`: FIND's optimisation: RLlib's PPO knobs under their RLlib names (``lr``, ``clip_param``,
   ``num_epochs``) plus the surrogate, the anchor and the reward baseline (calibration);
 - :class:`LoopSettings`: the run's loop (iterations, seed, checkpoints, final report);
+- :class:`TrackingSettings`: where a run can be watched while it trains (TensorBoard events, W&B, MLflow);
 - :class:`RunSettings`: what to train (model, reward, prompts, samples per prompt) and the parts above.
 
 A saved run (``run.json``) holds :meth:`RunSettings.to_dict`; :meth:`RunSettings.from_dict` refuses unknown keys.
@@ -261,8 +262,24 @@ class LoopSettings(_Part):
     eval_samples: int = setting(256, check=_eval_samples, help="fresh samples per prompt for the final report (0: skip)")
 
 
+@dataclass
+class TrackingSettings(_Part):
+    """Where a run can be watched while it trains, all through Ray's own logger callbacks (:mod:`find_rl.tracking`)."""
+
+    tensorboard: bool = setting(True, cli={"action": argparse.BooleanOptionalAction},
+                                help="TensorBoard events in the run folder (tensorboard --logdir OUT)")
+    image_every: int = setting(10, check=at_least(0),
+                               help="iterations between TensorBoard image grids of each prompt (0: no images)")
+    wandb: bool = setting(False, cli={"action": "store_true"},
+                          help="also log to Weights & Biases (pip install 'find_rl[wandb]'; WANDB_MODE=offline: local only)")
+    project: str = setting("find_rl", help="the W&B project and MLflow experiment runs are logged to")
+    mlflow: bool = setting(False, cli={"action": "store_true"},
+                           help="also log to MLflow (pip install 'find_rl[mlflow]')")
+    mlflow_tracking_uri: str | None = setting(None, help="MLflow tracking URI (default: a file store in OUT/mlruns)")
+
+
 PARTS = {"sampler": SamplerSettings, "resources": ResourceSettings, "policy": PolicySettings, "find": FindSettings,
-         "loop": LoopSettings}
+         "loop": LoopSettings, "tracking": TrackingSettings}
 
 
 @dataclass
@@ -284,6 +301,7 @@ class RunSettings(_Part):
     policy: PolicySettings = setting(factory=PolicySettings, flag="")
     find: FindSettings = setting(factory=FindSettings, flag="")
     loop: LoopSettings = setting(factory=LoopSettings, flag="")
+    tracking: TrackingSettings = setting(factory=TrackingSettings, flag="")
 
     def __post_init__(self):
         if isinstance(self.reward, str):

@@ -25,7 +25,8 @@ from find_rl import fields
 from find_rl.settings import PARTS, RunSettings
 
 GROUPS = (("run", RunSettings), ("sampling", PARTS["sampler"]), ("resources", PARTS["resources"]),
-          ("policy", PARTS["policy"]), ("policy optimisation", PARTS["find"]), ("loop", PARTS["loop"]))
+          ("policy", PARTS["policy"]), ("policy optimisation", PARTS["find"]), ("loop", PARTS["loop"]),
+          ("watching it train (TensorBoard, W&B, MLflow)", PARTS["tracking"]))
 
 
 def build_parser() -> argparse.ArgumentParser:

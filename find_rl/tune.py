@@ -10,9 +10,13 @@ Every trial runs the same loop as ``python -m find_rl.train`` (same flags, same 
 trainable, reports each iteration (training-batch alignment, reward, clip fraction, KL, images/s) with an RLlib
 checkpoint every ``--checkpoint-every`` iterations, stops early when the training alignment over the last 5
 iterations reaches ``--stop-alignment``, and ends by scoring fresh samples and exporting its distributions to
-``OUT/trials/clip<c>_seed<s>/``. The command prints the table (clip_param -> final rare-prompt alignment, strict
-alignment, diversity kept, mean clip fraction, wall time), writes ``OUT/results.md`` and ``OUT/results.json``, and
-copies the best trial's exported distributions to ``OUT/best/``. Search spaces live in ``tuning/spaces.py``.
+``OUT/trials/clip<c>_seed<s>/``. Each trial reports the same scalars as ``train`` logs; Ray Tune's logger callbacks
+write them per trial: TensorBoard events in ``OUT/clip_sweep/<trial>/`` with the swept values as hyperparameters
+(``tensorboard --logdir OUT``), and W&B / MLflow with ``--wandb`` / ``--mlflow``; each trial's image grids are
+TensorBoard events in its ``OUT/trials/<name>/``. The command prints the table (clip_param -> final rare-prompt
+alignment, strict alignment, diversity kept, mean clip fraction, wall time), writes ``OUT/results.md`` and
+``OUT/results.json``, and copies the best trial's exported distributions to ``OUT/best/``. Search spaces live in
+``tuning/spaces.py``.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def run_trial(config: dict, *, base: dict) -> None:
     out = Path(base["trials_dir"]) / name
     out.mkdir(parents=True, exist_ok=True)
     stop_alignment, every, total = base["stop_alignment"], run.loop.checkpoint_every, run.loop.iterations
-    with FindRun(run, out) as fr:
+    with FindRun(run, out, log_scalars=False) as fr:  # its images; Tune's callbacks log what the trial reports
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             with ckpt.as_directory() as d:
@@ -76,8 +80,7 @@ def run_trial(config: dict, *, base: dict) -> None:
         started_at = fr.iteration  # > 0 when Tune restored this trial from its checkpoint
         if not _converged(fr.history, stop_alignment):
             for row in fr.iterations(checkpoints=False):
-                metrics = {k: getattr(row, k) for k in ("iteration", "alignment", "reward_mean", "clip_fraction", "approx_kl",
-                                                         "images_per_s")}
+                metrics = {"iteration": row.iteration, **fr.scalars(row)}  # alignment, reward_mean, clip_fraction, ...
                 done = _converged(fr.history, stop_alignment)
                 if row.iteration % every == 0 or row.iteration == total or done:
                     with tempfile.TemporaryDirectory() as d:
@@ -149,6 +152,7 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
     import ray
     from ray import tune
 
+    from find_rl.tracking import callbacks
     from find_rl.tuning.spaces import clip_sweep
 
     base = {"settings": run.to_dict(), "trials_dir": str(out / "trials"), "stop_alignment": args.stop_alignment}
@@ -165,6 +169,7 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
             param_space=clip_sweep(args.clip_grid, args.seeds, args.kl_grid),
             tune_config=tune.TuneConfig(metric="alignment", mode="max", max_concurrent_trials=max_conc),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
+                                      callbacks=callbacks(run.tracking, out),  # TensorBoard; W&B, MLflow when asked
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     results = tuner.fit()

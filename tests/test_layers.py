@@ -27,7 +27,7 @@ LAYERS = [
      {"find_rl.envs", "find_rl.envs.noise_bandit", "find_rl.connectors", "find_rl.learner", "find_rl.noise_module",
       "find_rl.flow_module", "find_rl.config", "find_rl.scorers", "find_rl.ray_session", "find_rl.scoring"}),
     ("one run, its artefacts, the baselines",
-     {"find_rl.run", "find_rl.artifacts", "find_rl.baselines", "find_rl.baselines.best_of_n", "find_rl.baselines.cem",
+     {"find_rl.run", "find_rl.artifacts", "find_rl.tracking", "find_rl.baselines", "find_rl.baselines.best_of_n", "find_rl.baselines.cem",
       "find_rl.baselines.paper_loop", "find_rl.baselines.ddpo", "find_rl.baselines.scoring"}),
     ("the comparison", {"find_rl.compare", "find_rl.compare.methods", "find_rl.compare.cache", "find_rl.compare.report"}),
     ("commands", {"find_rl.train", "find_rl.tune", "find_rl.generate", "find_rl.evaluate", "find_rl.compare.cli",

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from find_rl import fields
-from find_rl.settings import PARTS, FindSettings, LoopSettings, PolicySettings, ResourceSettings, RunSettings, SamplerSettings
+from find_rl.settings import (PARTS, FindSettings, LoopSettings, PolicySettings, ResourceSettings, RunSettings, SamplerSettings,
+                              TrackingSettings)
 
 NAN, INF = math.nan, math.inf
 
@@ -79,6 +80,7 @@ BAD = [
     (LoopSettings, "eval_samples", 1, "--eval-samples must be 0 (no final report) or >= 2"),
     (LoopSettings, "eval_samples", -1, "--eval-samples must be 0 (no final report) or >= 2"),
     (RunSettings, "samples_per_prompt", 1, "--samples-per-prompt must be >= 2"),
+    (TrackingSettings, "image_every", -1, "--image-every must be >= 0"),
 ]
 
 

@@ -78,10 +78,11 @@ def cem_update(mean: torch.Tensor, std: torch.Tensor, samples: torch.Tensor, sco
     return new_mean, new_std
 
 
-def run_cem(sampler, reward, prompts: list[str], s: CEMSettings, *, seed: int = 0, log=print) -> dict:
+def run_cem(sampler, reward, prompts: list[str], s: CEMSettings, *, seed: int = 0, log=print, on_row=None) -> dict:
     """Run CEM for every prompt at once (one render call per iteration). Returns ``mean``/``std``
     ``(P, *latent_shape)`` (the mean upsampled to the latent), ``mean_param`` ``(P, *mean_shape)`` (the learned
-    parameter; equal to ``mean`` at full resolution), the per-iteration ``history`` and the settings."""
+    parameter; equal to ``mean`` at full resolution), the per-iteration ``history`` and the settings. ``on_row``: called
+    with each history row as it is made (e.g. :meth:`find_rl.tracking.RunLog.log_row`)."""
     shape = tuple(sampler.latent_shape)
     d = int(np.prod(shape))
     param_shape = latent_mean.mean_shape(shape, s.mean_resolution)
@@ -106,6 +107,8 @@ def run_cem(sampler, reward, prompts: list[str], s: CEMSettings, *, seed: int = 
                "alignment_per_prompt": dict(zip(prompts, aligned.mean(1).tolist())),
                "reward_evals_per_prompt": (it + 1) * s.population, "wall_s": time.perf_counter() - t0}
         history.append(row)
+        if on_row is not None:
+            on_row(row)
         if log and ((it + 1) % 10 == 0 or it == 0):
             log(f"cem iter {it + 1:>3}/{s.iterations}  reward {row['reward_mean']:.3f}  align {row['alignment']:.3f}")
     return {"mean": sampling_mean().reshape(len(prompts), *shape), "std": std.reshape(len(prompts), *shape),

@@ -158,6 +158,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     from find_rl.models import load_pipeline
     from find_rl.rewards import make_reward, score_batch
+    from find_rl.settings import TrackingSettings
+    from find_rl.tracking import RunLog
 
     s = DDPOSettings(**config["settings"])
     prompts: list[str] = config["prompts"]
@@ -167,6 +169,8 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(config["seed"] * 1000 + rank)
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
     device = ray.train.torch.get_device()
+    # rank 0 logs each iteration's row through Ray's TensorBoard logger callback into the run folder (find_rl.tracking)
+    events = RunLog(Path(config["log_dir"]), TrackingSettings()) if rank == 0 and config.get("log_dir") else None
     pipe = load_pipeline(s.model, device=str(device))
     from diffusers import DDIMScheduler
 
@@ -227,6 +231,8 @@ def train_loop_per_worker(config: dict) -> None:
                "wall_s": time.perf_counter() - t0, "cpu_s": float(cpu_all.sum() - cpu0),
                "sample_s": t_sampled - t_start, "update_s": t_updated - t_sampled}  # the rest of wall_s: Ray Train's report
         history.append(row)
+        if events is not None:
+            events.log_row(row)
         if rank == 0 and s.snapshot_every and (it + 1) % s.snapshot_every == 0:
             snapshots[it + 1] = {k: v.detach().to("cpu", copy=True) for k, v in unet.state_dict().items()}
         metrics = {k: v for k, v in row.items() if k != "alignment_per_prompt"}
@@ -242,11 +248,14 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+    if events is not None:
+        events.close()
 
 
 def run_ddpo(s: DDPOSettings, prompts: list[str], out: Path, *, seed: int = 0, num_workers: int = 1, use_gpu: bool = False,
-             threads_per_worker: int = 1) -> dict:
-    """Fine-tune with ``num_workers`` data-parallel Ray Train workers. Returns ``{"unet": path, "history": [...],
+             threads_per_worker: int = 1, events: bool = False) -> dict:
+    """Fine-tune with ``num_workers`` data-parallel Ray Train workers (``events``: rank 0 also writes each iteration's
+    row as TensorBoard events into ``out``). Returns ``{"unet": path, "history": [...],
     "wall_s": seconds of fit(), "snapshots": path or None}``; the checkpoint folder holds the fine-tuned denoiser
     (``save_pretrained``) and, with ``s.snapshot_every``, ``snapshots.pt`` (:func:`load_snapshots`)."""
     import ray
@@ -260,7 +269,8 @@ def run_ddpo(s: DDPOSettings, prompts: list[str], out: Path, *, seed: int = 0, n
     with ray_session(actors=num_workers):
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"settings": asdict(s), "prompts": list(prompts), "seed": seed, "threads": threads_per_worker},
+            train_loop_config={"settings": asdict(s), "prompts": list(prompts), "seed": seed, "threads": threads_per_worker,
+                               "log_dir": str(Path(out).resolve()) if events else None},
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
             run_config=RunConfig(name=f"ddpo_s{seed}", storage_path=str(Path(out).resolve())),
         )

@@ -58,10 +58,11 @@ def paper_loss(z: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, adv: to
 
 
 def run_paper_loop(sampler, reward, prompts: list[str], s: PaperLoopSettings, *, seed: int = 0, log=print,
-                   log_every: int = 256) -> dict:
+                   log_every: int = 256, on_row=None) -> dict:
     """Run the released loop for every prompt at once. Returns ``mean``/``std`` ``(P, *latent_shape)`` (the mean
     upsampled to the latent), ``mean_param`` ``(P, *mean_shape)`` (the learned parameter; equal to ``mean`` at full
-    resolution), the ``history`` (one row per ``log_every`` iterations) and the settings."""
+    resolution), the ``history`` (one row per ``log_every`` iterations) and the settings. ``on_row``: called with each
+    history row as it is made (e.g. :meth:`find_rl.tracking.RunLog.log_row`)."""
     shape = tuple(sampler.latent_shape)
     d, p = int(np.prod(shape)), len(prompts)
     param_shape = latent_mean.mean_shape(shape, s.mean_resolution)
@@ -90,6 +91,8 @@ def run_paper_loop(sampler, reward, prompts: list[str], s: PaperLoopSettings, *,
             a = np.mean(window, 0)
             history.append({"iteration": it + 1, "alignment": float(a.mean()), "alignment_per_prompt": dict(zip(prompts, a.tolist())),
                             "reward_evals_per_prompt": it + 1, "wall_s": time.perf_counter() - t0})
+            if on_row is not None:
+                on_row(history[-1])
             window = []
             if log:
                 log(f"paper-loop iter {it + 1:>5}/{s.iterations}  align (last {log_every}) {a.mean():.3f}  "

@@ -10,6 +10,11 @@ iterations (FIND between iterations, outside its timed loop; DDPO a copy of its 
 after training on ``checkpoint_samples`` fresh samples per prompt, the same noise for both (seed 20000 + seed), by the
 same detector. Each row's ``wall_s`` is the training loop's seconds up to that iteration.
 
+Watching: every method that trains writes TensorBoard events into its run folder ``OUT/runs/<method>_s<seed>/``
+through Ray's logger callback (:mod:`find_rl.tracking`), so ``tensorboard --logdir OUT/runs`` shows them side by side:
+FIND runs (:mod:`find_rl.run`) their scalars and image grids, CEM, the paper's loop and DDPO (rank 0) their history
+rows as they are made.
+
 Sampler stochasticity: FIND samples with DDIM eta 0 (the image a function of the noise), DDPO trains with eta 1. ``base``
 is also scored at eta 1 (row ``base (eta 1)``) and DDPO at eta 0 (row ``ddpo (eta 0)``), so each method stands beside the
 frozen model at the eta it is scored with.
@@ -106,14 +111,22 @@ def best_of_n(n: int):
     return method
 
 
+def _events(run_dir: Path, settings):
+    """A baseline's TensorBoard events in its run folder (its history rows, :meth:`RunLog.log_row`)."""
+    from find_rl.settings import TrackingSettings
+    from find_rl.tracking import RunLog
+
+    return RunLog(run_dir, TrackingSettings(), config=dataclasses.asdict(settings))
+
+
 def cem(resolution: int | None = None):
     """CEM learning a full-resolution mean (``None``, as published) or FIND's C x r x r one (unconfounded)."""
     def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
         from find_rl.baselines.cem import CEMSettings, run_cem
 
         s = CEMSettings(iterations=cs.iterations, population=cs.samples_per_prompt, mean_resolution=resolution)
-        with _Clock() as c:
-            out = run_cem(sampler, reward, cs.prompts, s, seed=seed)
+        with _events(run_dir, s) as events, _Clock() as c:
+            out = run_cem(sampler, reward, cs.prompts, s, seed=seed, on_row=events.log_row)
         return _from_distribution(cs, seed, sampler, out, c)
     return method
 
@@ -124,8 +137,8 @@ def paper_loop(resolution: int | None = None):
         from find_rl.baselines.paper_loop import PaperLoopSettings, run_paper_loop
 
         s = PaperLoopSettings(iterations=cs.iterations * cs.samples_per_prompt, mean_resolution=resolution)
-        with _Clock() as c:
-            out = run_paper_loop(sampler, reward, cs.prompts, s, seed=seed)
+        with _events(run_dir, s) as events, _Clock() as c:
+            out = run_paper_loop(sampler, reward, cs.prompts, s, seed=seed, on_row=events.log_row)
         return _from_distribution(cs, seed, sampler, out, c)
     return method
 
@@ -148,7 +161,7 @@ def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> Meth
     s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr,
                      snapshot_every=cs.checkpoint_every)
     out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers,
-                   threads_per_worker=max(1, cs.threads // cs.ddpo_workers), use_gpu=cs.device.startswith("cuda"))
+                   threads_per_worker=max(1, cs.threads // cs.ddpo_workers), use_gpu=cs.device.startswith("cuda"), events=True)
     pipe = load_pipeline("shapes", device=cs.device)
     history = [HistoryRow.from_row(r) for r in out["history"]]
     fresh = []
