@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PROMPT = "a green circle"  # rare: the frozen model draws it ~4% of the time
+PROMPT = "a red triangle"  # rare: the frozen model draws it ~3% of the time (the mended detector)
 FAMILIES = {
     "per-prompt": dict(policy_type="per-prompt"),
     "amortized": dict(policy_type="amortized"),
