@@ -174,7 +174,9 @@ class FindRun:
         try:
             # the run folder is the algorithm's log folder: nothing lands in ~/ray_results
             self.algo = find_ppo_config(run).run_folder(self.run_dir.resolve()).build_algo()
-            self.log = RunLog(self.run_dir, run.tracking, config=run.to_dict(), hparams=run_hparams(run), scalars=log_scalars)
+            # opened at the first logged iteration, so a resume refused at its checkpoint writes nothing in the folder
+            self._open_log = lambda: RunLog(self.run_dir, run.tracking, config=run.to_dict(), hparams=run_hparams(run),
+                                            scalars=log_scalars)
         except BaseException:
             self.stop()
             raise
@@ -287,6 +289,8 @@ class FindRun:
                 self.live.update(row.to_dict())
             grids = tracking.tensorboard and tracking.image_every > 0 and (row.iteration % tracking.image_every == 0
                                                                             or row.iteration == until)
+            if self.log is None:
+                self.log = self._open_log()
             self.log.log(row.iteration, self.scalars(row), self.preview() if grids else None)
             if row.invalid_fraction > loop.max_invalid_fraction:  # invalid samples were skipped; this many: the reward is broken
                 save_checkpoint(self.algo, self.run_dir, it + 1)

@@ -12,7 +12,7 @@ Weights & Biases and MLflow, all written by Ray's own logger callbacks (nothing 
   no credentials and is not offline.
 
 Keys: ``TBXLoggerCallback`` prefixes every key with ``ray/tune/``, as for any Tune trial (``ray/tune/alignment``,
-``ray/tune/alignment/a_green_circle``, ``ray/tune/images/a_green_circle``: prompts spelt by :func:`metric_name`); W&B
+``ray/tune/prompt_alignment/a_green_circle``, ``ray/tune/images/a_green_circle``: prompts spelt by :func:`metric_name`); W&B
 and MLflow record the same keys unprefixed. MLflow's default store is a file store in the run folder
 (``OUT/mlruns``); W&B writes ``OUT/wandb``.
 """
@@ -58,7 +58,11 @@ def check(tracking: TrackingSettings) -> None:
 # ---------------------------------------------------------------------------------------------------- what is logged
 def metric_name(key: str) -> str:
     """The key as every sink spells it (TensorBoard's tag characters, which MLflow accepts too: letters, digits,
-    ``_ - . /``); anything else becomes ``_`` (``alignment/a green circle`` -> ``alignment/a_green_circle``)."""
+    ``_ - . /``); anything else becomes ``_``. Per-prompt alignment ``alignment/<p>`` becomes
+    ``prompt_alignment/<p>`` (``alignment/a green circle`` -> ``prompt_alignment/a_green_circle``): MLflow's file store
+    keeps a metric as a file, so ``alignment`` and ``alignment/<p>`` cannot both exist there."""
+    if key.startswith(keys.alignment_of("")):
+        key = "prompt_alignment/" + key[len(keys.alignment_of("")):]
     return re.sub(r"[^A-Za-z0-9_\-./]", "_", key)
 
 
@@ -80,7 +84,7 @@ def run_hparams(run: RunSettings) -> dict:
 
 
 def history_scalars(row: dict) -> dict[str, float]:
-    """A baseline's history row (CEM, the paper's loop, DDPO): its numbers, per-prompt alignment as ``alignment/<p>``."""
+    """A baseline's history row (CEM, the paper's loop, DDPO): its numbers, per-prompt alignment as ``prompt_alignment/<p>``."""
     out = {metric_name(k): float(v) for k, v in row.items() if isinstance(v, Real) and k != "iteration"}
     return out | {metric_name(keys.alignment_of(p)): float(v) for p, v in row.get("alignment_per_prompt", {}).items()}
 

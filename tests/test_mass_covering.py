@@ -71,7 +71,8 @@ def test_importance_weighted_maximum_likelihood_covers_every_mode_in_proportion(
     inside, shares = _train("iw-mle", prior_share=0.3)
     target = _target_shares()
     assert inside > 0.7, inside  # most of q's mass on the rewarded discs
-    assert torch.allclose(shares, target, atol=0.06), (shares, target)  # each mode's share of q*'s mass
+    # each mode's share of q*'s mass (about a third each; a mode-seeking fit puts ~1 on one mode and ~0 elsewhere)
+    assert torch.allclose(shares, target, atol=0.1) and shares.min() > 0.15, (shares, target)
 
 
 def test_reverse_kl_ppo_collapses_onto_one_mode():

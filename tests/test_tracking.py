@@ -13,7 +13,7 @@ import pytest
 
 PROMPTS = ["a green circle", "a red square"]
 #: what the issue asks a user to be able to watch (find_rl.keys; iteration_s is the iteration time)
-WATCHED = ["alignment", "alignment/a_green_circle", "alignment/a_red_square", "reward_mean", "calibration_pred_mean",
+WATCHED = ["alignment", "prompt_alignment/a_green_circle", "prompt_alignment/a_red_square", "reward_mean", "calibration_pred_mean",
            "calibrated_reward_mean", "advantage_mean", "advantage_std", "calibration_fit_mse", "clip_fraction", "approx_kl",
            "anchor", "iteration_s", "images_per_s"]
 TB = "ray/tune/"  # TBXLoggerCallback's prefix
@@ -57,11 +57,11 @@ def test_scalars_images_and_names():
                        calibration_pred_mean=0.0, mu_abs_mean=0.0, std_mean=1.0, samples_invalid=0, samples=8, seconds=2.0,
                        images_per_s=4.0, reward_evals_per_prompt=12)
     s = find_scalars({"alignment": 0.5, "alignment/a cat, 4k": 1.0, "samples": 8, "note": "text"}, row)
-    assert s == {"alignment": 0.5, "alignment/a_cat__4k": 1.0, "samples": 8.0, "iteration_s": 2.0, "images_per_s": 4.0,
+    assert s == {"alignment": 0.5, "prompt_alignment/a_cat__4k": 1.0, "samples": 8.0, "iteration_s": 2.0, "images_per_s": 4.0,
                  "reward_evals_per_prompt": 12.0}
-    assert metric_name("alignment/a dog (on grass)") == "alignment/a_dog__on_grass_"
+    assert metric_name("alignment/a dog (on grass)") == "prompt_alignment/a_dog__on_grass_"
     h = history_scalars({"iteration": 2, "alignment": 0.25, "alignment_per_prompt": {"a red square": 0.5}, "wall_s": 1.5})
-    assert h == {"alignment": 0.25, "alignment/a_red_square": 0.5, "wall_s": 1.5}
+    assert h == {"alignment": 0.25, "prompt_alignment/a_red_square": 0.5, "wall_s": 1.5}
     imgs = to_uint8(np.stack([np.full((3, 4, 5), -1.0), np.full((3, 4, 5), 1.0)]))
     grid = image_row(imgs, pad=2)
     assert grid.shape == (3, 4, 12) and grid.dtype == np.uint8
@@ -225,7 +225,7 @@ def test_tune_sweep_trials_show_side_by_side_with_their_clip_values(tmp_path, no
         ev = _events(trial)
         clips.append(ev["hparams"]["clip_param"])
         assert ev["hparams"]["seed"] == 0
-        for key in ("alignment", "alignment/a_green_circle", "clip_fraction", "approx_kl", "advantage_std", "iteration_s"):
+        for key in ("alignment", "prompt_alignment/a_green_circle", "clip_fraction", "approx_kl", "advantage_std", "iteration_s"):
             assert [s for s, _ in ev["scalars"][TB + key]][:2] == [1, 2], (trial.name, key)
             assert all(math.isfinite(v) for _, v in ev["scalars"][TB + key])
     assert sorted(clips) == pytest.approx([0.01, 0.2])

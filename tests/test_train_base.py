@@ -23,7 +23,8 @@ def test_same_seed_same_weights_different_seed_different(tmp_path):
 
 
 def test_shipped_model_shows_the_problem_find_fixes():
-    """The committed baseline (written by train_base via `evaluate --policy base`) has rare < 0.5 and common > 0.9."""
+    """The committed baseline (written by train_base via `evaluate --policy base`) has rare < 0.5 and common > 0.85
+    (0.885 under the mended detector, which refuses the model's 1.25-1.4 rectangles as squares)."""
     import json
 
     from find_rl.models import SHAPES_MODEL_DIR
@@ -33,7 +34,7 @@ def test_shipped_model_shows_the_problem_find_fixes():
     rare = [v["alignment"] for v in base["prompts"].values() if v["rare"]]
     common = [v["alignment"] for v in base["prompts"].values() if not v["rare"]]
     assert len(rare) == 6 and len(common) == 3
-    assert sum(rare) / 6 < 0.5 and sum(common) / 3 > 0.9
+    assert sum(rare) / 6 < 0.5 and sum(common) / 3 > 0.85
     assert "Rare prompts average" in (SHAPES_MODEL_DIR / "README.md").read_text()
 
 
