@@ -48,6 +48,29 @@ def aligned_diversity(images: np.ndarray) -> tuple[float, float, float] | None:
     return mean, mean - half, mean + half
 
 
+def aligned_entry(images: np.ndarray) -> dict:
+    """``{"aligned_diversity", "aligned_diversity_ci"}`` of one prompt's aligned images (both None below
+    ``MIN_ALIGNED``): the fields every report row and the reference carry."""
+    ad = aligned_diversity(images)
+    return {"aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]]}
+
+
+#: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
+SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
+
+
+def sampler_key(settings) -> dict:
+    """The sampler settings a reference is keyed on (device and dtype left out); ``settings``: a dict or an object
+    with ``to_dict()``."""
+    d = settings if isinstance(settings, dict) else settings.to_dict()
+    return {k: d.get(k) for k in SAMPLER_KEYS}
+
+
+def same_sampler(used: dict | None, made: dict | None) -> bool:
+    """Whether a row rendered with ``used`` may be compared with a reference made with ``made`` (unknown: yes)."""
+    return used is None or made is None or sampler_key(used) == sampler_key(made)
+
+
 def aligned_kept(row: dict, reference: dict | None) -> float | None:
     """One run's aligned diversity on one prompt relative to the reference's (``{"aligned_diversity": ...}``).
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from find_rl.diversity import aligned_diversity, diversity
+from find_rl.diversity import aligned_entry, diversity, same_sampler, sampler_key
 from find_rl.rewards import ShapesReward
 from find_rl.sampler import DiffusionSampler, SamplerSettings
 from find_rl.shapes.detector import DEFAULT_IOU, STRICT_IOU
@@ -98,10 +98,10 @@ def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -
         k = int(lenient[sl].sum())
         lo, hi = wilson_interval(k, n)
         ok = lenient[sl]
-        ad = aligned_diversity(images[p][ok])  # None below MIN_ALIGNED: a method that fails a prompt does not look diverse
+        # among the aligned images only (None below MIN_ALIGNED): a method that fails a prompt does not look diverse
         out[p] = {"alignment": k / n, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
-                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p),
-                  "aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]], "aligned_count": k}
+                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p), **aligned_entry(images[p][ok]),
+                  "aligned_count": k}
         if return_images:
             out[p]["images"] = images[p][:return_images]
     return out
@@ -150,20 +150,8 @@ def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligne
             kept.append(imgs[reward.score(imgs, [p] * chunk)["aligned"]])
             n += chunk
         ok = np.concatenate(kept)
-        ad = aligned_diversity(ok[:256])
-        out[p] = {"aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]],
-                  "aligned_count": int(len(ok)), "samples": n}
+        out[p] = {**aligned_entry(ok[:256]), "aligned_count": int(len(ok)), "samples": n}
     return out
-
-
-#: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
-SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
-
-
-def sampler_key(settings: SamplerSettings | dict) -> dict:
-    """The sampler settings a reference is keyed on (device and dtype left out)."""
-    d = settings if isinstance(settings, dict) else settings.to_dict()
-    return {k: d.get(k) for k in SAMPLER_KEYS}
 
 
 def load_aligned_reference(model: str = "shapes") -> dict:
@@ -182,6 +170,6 @@ def load_aligned_ceiling(model: str = "shapes", settings: SamplerSettings | None
     scheduler), so a run with another sampler reports "—" rather than a ratio against the wrong images."""
     data = load_aligned_reference(model)
     made = data.get("sampler")
-    if made is None or sampler_key(made) != sampler_key(settings or SamplerSettings()):
+    if made is None or not same_sampler(sampler_key(settings or SamplerSettings()), made):
         return {}
     return data["prompts"]

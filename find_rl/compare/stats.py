@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from find_rl.diversity import aligned_kept
+from find_rl.diversity import aligned_kept, same_sampler
 
 
 def t95(n: int) -> float:
@@ -27,10 +27,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 def _reference(row: dict, ceiling: dict, prompt: str, sampler: dict | None) -> dict | None:
     """The reference a row's aligned diversity is kept against: none when the row was rendered with other sampler
     settings than the reference (e.g. DDPO's eta 1 against an eta-0 reference)."""
-    used = row.get("sampler")
-    if sampler is not None and used is not None and any(used.get(k) != sampler.get(k) for k in used):
-        return None
-    return ceiling.get(prompt)
+    return ceiling.get(prompt) if same_sampler(row.get("sampler"), sampler) else None
 
 
 def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | None = None,
