@@ -1,9 +1,9 @@
 """The rejection ceiling of aligned diversity, shipped with the shapes model: for every shapes prompt, the frozen
 model's own aligned images (rejection sampling from N(0, I)), their mean pairwise distance and count.
 
-How to run (writes the file ``find_rl.scoring.load_aligned_ceiling`` reads; ~2 min on 2 cores)::
+How to run (writes the file ``find_rl.evaluation.scoring.load_aligned_ceiling`` reads; ~2 min on 2 cores)::
 
-    python bench/aligned_ceiling.py --min-aligned 64 --out find_rl/shapes/model/aligned_ceiling.json
+    python bench/aligned_ceiling.py --min-aligned 64 --out find_rl/worlds/shapes/model/aligned_ceiling.json
 
 "Aligned diversity kept" in ``results.md``, ``evaluate`` and the comparison is a method's diversity among its aligned
 images divided by this.
@@ -27,11 +27,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from find_rl.sampler import DiffusionSampler
-    from find_rl.scoring import aligned_ceiling
-    from find_rl.shapes.world import all_prompts
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.evaluation.scoring import aligned_ceiling
+    from find_rl.worlds.shapes.world import all_prompts
 
-    from find_rl.sampler import SamplerSettings
+    from find_rl.diffusion.sampler import SamplerSettings
 
     settings = SamplerSettings()
     sampler = DiffusionSampler.from_pretrained("shapes", settings)

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         from find_rl.compare.cli import main as compare
 
         for size in args.sizes:
-            from find_rl.shapes.world import all_prompts
+            from find_rl.worlds.shapes.world import all_prompts
 
             prompts = ["--prompts", *all_prompts()] if args.all_prompts else []
             rc = compare(["--methods", ",".join(["base", *methods.values()]), "--out", str(args.out / f"spp{size}"),

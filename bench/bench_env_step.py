@@ -29,8 +29,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from find_rl.envs.noise_bandit import NoiseBanditVectorEnv
-    from find_rl.settings import SamplerSettings
-    from find_rl.shapes.world import rare_prompts
+    from find_rl.core.settings import SamplerSettings
+    from find_rl.worlds.shapes.world import rare_prompts
 
     env = NoiseBanditVectorEnv(num_envs=args.batch, prompts=rare_prompts(), sampler=SamplerSettings(num_inference_steps=args.steps))
     pipe = env._b.sampler.pipeline  # the very same frozen diffusers pipeline object

@@ -27,10 +27,10 @@ def one(latent: str, family: str, iterations: int, threads: int, model_dir: str 
     import torch
 
     torch.set_num_threads(threads)
-    from find_rl.config import find_ppo_config
-    from find_rl.ray_session import ray_session
-    from find_rl.run import resolve
-    from find_rl.settings import RunSettings
+    from find_rl.rllib.config import find_ppo_config
+    from find_rl.rllib.ray_session import ray_session
+    from find_rl.run.find_run import resolve
+    from find_rl.core.settings import RunSettings
 
     if latent == "shapes":
         run = RunSettings().replace(policy_type=family, threads=threads)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     if args.one:
         print(json.dumps(one(*args.one, args.iterations, args.threads, args.model_dir)))
         return 0
-    from find_rl.random_weights import save_clip_model, save_pipeline
+    from find_rl.diffusion.random_weights import save_clip_model, save_pipeline
 
     tmp = tempfile.mkdtemp()
     save_pipeline(f"{tmp}/sd", "tiny-sd64")

@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="SD pipeline folder or hub id (default: random SD-1.5-shaped weights)")
     p.add_argument("--clip", default=None, help="CLIP reward folder or hub id (default: random ViT-L/14-shaped weights)")
     p.add_argument("--preset", choices=("sd15", "sdxl", "modelscope", "tiny", "tiny-sdxl", "tiny-t2v"), default="sd15",
-                   help="shapes of the random-weight stand-in pipeline (find_rl.random_weights.PIPELINE_PRESETS)")
+                   help="shapes of the random-weight stand-in pipeline (find_rl.diffusion.random_weights.PIPELINE_PRESETS)")
     p.add_argument("--batches", nargs="+", default=None, metavar="NxSTEPS",
                    help="throughput phase: batch x steps pairs (default: BATCHx20 and BATCH/2x50)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/find_rl_bench_models"))
@@ -105,9 +105,9 @@ def main(argv=None) -> int:
     cfg = 7.5
     if not dev.startswith("cuda"):
         torch.set_num_threads(2)
-    from find_rl.models import load_pipeline, torch_dtype
-    from find_rl.random_weights import save_clip_model, save_pipeline
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.diffusion.models import load_pipeline, torch_dtype
+    from find_rl.diffusion.random_weights import save_clip_model, save_pipeline
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 
     meta = {"python": platform.python_version(), "torch": torch.__version__, "device": dev, "dtype": dtype,
             "gpu": torch.cuda.get_device_name(0) if dev.startswith("cuda") else platform.processor() or platform.machine(),
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                                             device=init_dev, dtype=torch_dtype(dtype))
     rep.add("setup", {"build_and_save_s": round(time.perf_counter() - t0, 1)})
 
-    from find_rl.rewards import make_reward
+    from find_rl.rewards.registry import make_reward
 
     reward = make_reward(f"clip={clip}", device=dev, dtype=dtype) if clip else None
     pipe = load_pipeline(model, device=dev, dtype=dtype)
@@ -158,8 +158,8 @@ def main(argv=None) -> int:
     def _overhead():
         import ray
 
-        from find_rl.config import find_ppo_config
-        from find_rl.settings import RunSettings
+        from find_rl.rllib.config import find_ppo_config
+        from find_rl.core.settings import RunSettings
 
         ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=4,
                  num_gpus=1 if dev.startswith("cuda") else 0)
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
             it_times.append(b - a)
             plain_times.append(time.perf_counter() - b)
         mi, mp = statistics.median(it_times), statistics.median(plain_times)
-        from find_rl import keys
+        from find_rl.core import keys
 
         f = result["learners"]["default_policy"][keys.FIND]
         rep.add("overhead_compiled" if args.find_compile else "overhead", {

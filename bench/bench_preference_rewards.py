@@ -5,7 +5,7 @@ How to run (two interpreters: ours, and a side venv holding the released package
     python bench/bench_preference_rewards.py --work /tmp/prefbench [--bpe PATH/bpe_simple_vocab_16e6.txt.gz]
     /tmp/refvenv/bin/python bench/bench_preference_rewards.py --work /tmp/prefbench --official
 
-The first step writes tiny ImageReward and HPSv2.1 folders (``find_rl.preference_weights``), images and prompts,
+The first step writes tiny ImageReward and HPSv2.1 folders (``find_rl.rewards.preference_weights``), images and prompts,
 and our scores and token ids. The second step, in the side venv, builds the original modules at the tiny sizes
 (ImageReward 1.5's ``ImageReward``/``BLIP_Pretrain`` parts, vit.py, med.py; hpsv2 1.2.0's vendored open_clip
 ``create_model_and_transforms`` + ``tokenize``), loads the same files with ``strict=True`` (so the writers' key
@@ -51,9 +51,9 @@ def ours(work: Path, bpe: str | None) -> None:
     import numpy as np
     import torch
 
-    from find_rl.hps import HPSv2Score, _bpe_tokenizer
-    from find_rl.image_reward import ImageRewardScore
-    from find_rl.preference_weights import save_hps_folder, save_imagereward_folder
+    from find_rl.rewards.hps import HPSv2Score, _bpe_tokenizer
+    from find_rl.rewards.image_reward import ImageRewardScore
+    from find_rl.rewards.preference_weights import save_hps_folder, save_imagereward_folder
 
     work.mkdir(parents=True, exist_ok=True)
     ir_dir, hps_dir = save_imagereward_folder(work / "imagereward"), save_hps_folder(work / "hps", version="v2.1")

@@ -28,9 +28,9 @@ def _rendered(env_runner) -> int:
 
 
 def measure(runners: int, args) -> dict:
-    from find_rl.config import find_ppo_config
-    from find_rl.run import resolve
-    from find_rl.settings import RunSettings
+    from find_rl.rllib.config import find_ppo_config
+    from find_rl.run.find_run import resolve
+    from find_rl.core.settings import RunSettings
 
     gpu = args.device.startswith("cuda")
     run = resolve(RunSettings(samples_per_prompt=args.samples_per_prompt).replace(

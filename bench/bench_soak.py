@@ -35,9 +35,9 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    from find_rl.ray_session import ray_session
-    from find_rl.run import FindRun, resolve
-    from find_rl.settings import RunSettings
+    from find_rl.rllib.ray_session import ray_session
+    from find_rl.run.find_run import FindRun, resolve
+    from find_rl.core.settings import RunSettings
 
     torch.set_num_threads(args.threads)
     run = resolve(RunSettings().replace(num_reward_workers=args.scorers, threads=args.threads))

@@ -28,11 +28,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import ray
 
-    from find_rl.config import find_ppo_config
-    from find_rl.rewards import ShapesReward
-    from find_rl.run import resolve
-    from find_rl.sampler import DiffusionSampler
-    from find_rl.settings import RunSettings
+    from find_rl.rllib.config import find_ppo_config
+    from find_rl.rewards.registry import ShapesReward
+    from find_rl.run.find_run import resolve
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.core.settings import RunSettings
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     run = resolve(RunSettings().replace(threads=args.threads))

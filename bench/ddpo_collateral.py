@@ -21,9 +21,9 @@ from diffusers import UNet2DModel
 
 from find_rl.baselines.ddpo import DDPOSettings
 from find_rl.evaluate import evaluate_distributions
-from find_rl.models import load_pipeline
-from find_rl.sampler import DiffusionSampler, SamplerSettings
-from find_rl.shapes.world import all_prompts, rare_prompts
+from find_rl.diffusion.models import load_pipeline
+from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+from find_rl.worlds.shapes.world import all_prompts, rare_prompts
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ How to run (~1 min on 2 cores; the lenient detector is read from git at ``--old-
     python bench/detector_calibration.py --policy runs/find0 --old-rev 525fe29
 
 Prints, per source and prompt, the alignment under each detector and which of the mended detector's checks
-(step numbers of ``find_rl/shapes/detector.py``) rejected the images the lenient one accepted; and the world's own
+(step numbers of ``find_rl/worlds/shapes/detector.py``) rejected the images the lenient one accepted; and the world's own
 images' aspect, stray mass and per-shape margin quantiles that the thresholds were set from.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 
 def _old_detector(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:find_rl/shapes/detector.py"], capture_output=True, text=True, check=True).stdout
+    src = subprocess.run(["git", "show", f"{rev}:find_rl/worlds/shapes/detector.py"], capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp()) / "lenient_detector.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("lenient_detector", path)
@@ -36,8 +36,8 @@ def _old_detector(rev: str):
 
 def _reasons(images: np.ndarray, prompt: str) -> str:
     """Counts of the mended detector's failed checks among these images (an image can fail several)."""
-    from find_rl.shapes import detector as D
-    from find_rl.shapes.world import parse_prompt
+    from find_rl.worlds.shapes import detector as D
+    from find_rl.worlds.shapes.world import parse_prompt
 
     s = parse_prompt(prompt).shape
     counts = {"aspect (5)": 0, "stray (4)": 0, "margin/IoU (7)": 0, "corners (8)": 0}
@@ -58,10 +58,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from find_rl.export import load_policy
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
-    from find_rl.shapes import detector as new
-    from find_rl.shapes.world import SHAPES, all_prompts, make_dataset
+    from find_rl.policies.export import load_policy
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.worlds.shapes import detector as new
+    from find_rl.worlds.shapes.world import SHAPES, all_prompts, make_dataset
 
     old = _old_detector(args.old_rev)
     gt, combos = make_dataset(9000, seed=1, balanced=True)

@@ -28,10 +28,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from find_rl.evaluate import diversity
-    from find_rl.export import load_policy
-    from find_rl.rewards import ShapesReward
-    from find_rl.sampler import DiffusionSampler
-    from find_rl.shapes.world import rare_prompts
+    from find_rl.policies.export import load_policy
+    from find_rl.rewards.registry import ShapesReward
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.worlds.shapes.world import rare_prompts
 
     sampler = DiffusionSampler.from_pretrained("shapes")
     reward = ShapesReward()

@@ -1,12 +1,12 @@
 """Probe (issue 16, diversity): does a per-prompt coupling flow with a true reverse-KL regulariser keep diversity
 at high alignment on the shapes world?
 
-This example shows FIND's flow policy (:class:`find_rl.flow.ConditionalCouplingFlow`, one flow for the six rare
+This example shows FIND's flow policy (:class:`find_rl.policies.flow.ConditionalCouplingFlow`, one flow for the six rare
 prompts with a learned context vector and shift/scale per prompt) trained in plain PyTorch at FIND's budget (80
 iterations x 32 samples per prompt), with the loss the RLlib learner would use:
 
     loss = PPO clipped surrogate on the per-element log-ratio (log q_new(z) - log q_behaviour(z)) / D, 4 epochs, clip 0.2
-         + beta * KL(q_c || N(0, I)) / D            (find_rl.flow.reverse_kl: 8 fresh reparameterised draws per prompt)
+         + beta * KL(q_c || N(0, I)) / D            (find_rl.policies.flow.reverse_kl: 8 fresh reparameterised draws per prompt)
          - replay * mean_i w_i log q(z_i | c_i) / D  (optional: the last 256 aligned noises per prompt, self-normalised
                                                       importance weights w_i ∝ N(z_i) / q_behaviour(z_i) per prompt)
 
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from find_rl.evaluate import diversity, evaluate_distributions, score_image_sets
-from find_rl.flow import ConditionalCouplingFlow, replay_weights, reverse_kl
-from find_rl.rewards import make_reward
-from find_rl.sampler import DiffusionSampler
-from find_rl.shapes.world import rare_prompts
+from find_rl.policies.flow import ConditionalCouplingFlow, replay_weights, reverse_kl
+from find_rl.rewards.registry import make_reward
+from find_rl.diffusion.sampler import DiffusionSampler
+from find_rl.worlds.shapes.world import rare_prompts
 
 
 def parse_args() -> argparse.Namespace:

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from find_rl.evaluate import evaluate_distributions, score_image_sets
-from find_rl.rewards import make_reward
-from find_rl.sampler import DiffusionSampler
-from find_rl.shapes.world import rare_prompts
+from find_rl.rewards.registry import make_reward
+from find_rl.diffusion.sampler import DiffusionSampler
+from find_rl.worlds.shapes.world import rare_prompts
 
 
 def shifts(r: int) -> list[tuple[int, int]]:

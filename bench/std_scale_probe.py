@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from find_rl.evaluate import evaluate_distributions
-from find_rl.export import load_policy
+from find_rl.policies.export import load_policy
 
 
 def main() -> None:

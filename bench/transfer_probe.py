@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from find_rl.evaluate import evaluate_distributions
-from find_rl.export import load_policy
+from find_rl.policies.export import load_policy
 
 CHANNEL = {"red": 0, "green": 1, "blue": 2}
 PAIRS = [("a green circle", "a blue circle"), ("a blue square", "a red square"), ("a red square", "a blue square"),

@@ -10,7 +10,7 @@ Spaces (documented contract):
 - **action**: ``Box(-inf, inf, (D,), float32)``, the initial noise flattened (``D = prod(latent_shape)``, e.g.
   3x16x16 = 768 for the shapes model, 4x64x64 = 16384 for SD 1.5). It is unbounded on purpose: it is a sample
   of a Gaussian, not a normalised control; RLlib needs it 1-D, and it is reshaped to the latent here.
-- **step**: renders through :class:`~find_rl.sampler.DiffusionSampler`, scores through the reward, returns
+- **step**: renders through :class:`~find_rl.diffusion.sampler.DiffusionSampler`, scores through the reward, returns
   ``terminated=True``; ``info`` holds the prompt, the score and the detector's attribute results.
 
 :class:`NoiseBanditVectorEnv` renders all ``num_envs`` sub-envs in one sampler call and uses gymnasium's
@@ -30,12 +30,12 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from find_rl.metrics import RewardTimer
-from find_rl.observation import prompt_features
-from find_rl.rewards import make_reward, score_batch
-from find_rl.sampler import DiffusionSampler, SamplerSettings
-from find_rl.settings import check_prompts
-from find_rl.shapes.world import rare_prompts
+from find_rl.rllib.metrics import RewardTimer
+from find_rl.core.observation import prompt_features
+from find_rl.rewards.registry import make_reward, score_batch
+from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+from find_rl.core.settings import check_prompts
+from find_rl.worlds.shapes.world import rare_prompts
 
 INFO_KEYS = ("score", "aligned", "shape_ok", "colour_ok", "valid")
 
@@ -66,8 +66,8 @@ class _Bandit:
         self.prompt_assignment = prompt_assignment
         settings = SamplerSettings(**sampler) if isinstance(sampler, dict) else (sampler or SamplerSettings())
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
-        if num_reward_workers > 0:  # score on the named scorer actors the driver created (find_rl.scorers)
-            from find_rl.scorers import ScorerPool
+        if num_reward_workers > 0:  # score on the named scorer actors the driver created (find_rl.rewards.scorers)
+            from find_rl.rewards.scorers import ScorerPool
 
             self.reward = ScorerPool.connect(num_reward_workers)
         elif isinstance(reward, (str, list)):

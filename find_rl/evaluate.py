@@ -6,7 +6,7 @@ How to run::
     python -m find_rl.evaluate --policy runs/find --samples 256
     python -m find_rl.evaluate --methods base,best-of-16,cem,ddpo,find --out runs/compare   # FIND vs baselines (find_rl.compare)
 
-The scoring itself (alignment with a 95% Wilson interval, strict alignment, diversity) is :mod:`find_rl.scoring`;
+The scoring itself (alignment with a 95% Wilson interval, strict alignment, diversity) is :mod:`find_rl.evaluation.scoring`;
 ``--methods`` hands over to the comparison's command line (:mod:`find_rl.compare.cli`). No Ray is needed here.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from find_rl.sampler import SamplerSettings
-from find_rl.scoring import (diversity, evaluate_base, evaluate_distributions, evaluate_policy,  # noqa: F401  (the library API)
+from find_rl.diffusion.sampler import SamplerSettings
+from find_rl.evaluation.scoring import (diversity, evaluate_base, evaluate_distributions, evaluate_policy,  # noqa: F401  (the library API)
                              score_image_sets, wilson_interval)
 
 

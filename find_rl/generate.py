@@ -21,8 +21,8 @@ import torch
 
 def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str | None = None, seed: int = 0,
              scale: int | None = None, batch_size: int = 64, device: str | None = None) -> list[Path]:
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
-    from find_rl.shapes.pipeline import to_pil
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.worlds.shapes.pipeline import to_pil
 
     if num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {num_images}")
@@ -34,7 +34,7 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
     pol = None
     settings = {}
     if policy != "base":
-        from find_rl.export import load_policy
+        from find_rl.policies.export import load_policy
 
         pol = load_policy(policy)
         pol.index(prompt)  # a clear error for a prompt the policy was not trained on

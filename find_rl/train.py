@@ -9,9 +9,9 @@ How to run (the defaults train the embedded shapes model on its six rare prompts
 
 Prints one line per iteration (mean reward, training-batch alignment per prompt, clip fraction, approximate KL,
 images/s), writes RLlib checkpoints to ``DIR/checkpoints/``, and at the end writes ``DIR/noise_policy.safetensors``
-+ ``DIR/noise_policy.json`` (see :mod:`find_rl.export`), before/after grids ``DIR/grid_<prompt>.png``, the curve
++ ``DIR/noise_policy.json`` (see :mod:`find_rl.policies.export`), before/after grids ``DIR/grid_<prompt>.png``, the curve
 ``DIR/curve.png`` and ``DIR/results.md`` / ``DIR/results.csv``, scored on fresh samples from the learned policy.
-The flags are generated from :mod:`find_rl.settings`; the run itself is :mod:`find_rl.run`.
+The flags are generated from :mod:`find_rl.core.settings`; the run itself is :mod:`find_rl.run.find_run`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
-from find_rl import fields
-from find_rl.settings import PARTS, RunSettings
+from find_rl.core import fields
+from find_rl.core.settings import PARTS, RunSettings
 
 GROUPS = (("run", RunSettings), ("sampling", PARTS["sampler"]), ("resources", PARTS["resources"]),
           ("policy", PARTS["policy"]), ("policy optimisation", PARTS["find"]), ("loop", PARTS["loop"]),
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    """The run's settings from parsed flags, resolved against the model (:func:`find_rl.run.resolve`)."""
-    from find_rl.run import resolve
+    """The run's settings from parsed flags, resolved against the model (:func:`find_rl.run.find_run.resolve`)."""
+    from find_rl.run.find_run import resolve
 
     parts = {name: fields.from_args(cls, args) for name, cls in PARTS.items()}
     return resolve(fields.from_args(RunSettings, args, **parts), prompts_file=args.prompts_file)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from find_rl.run import FindRun, InvalidRewards, load_run_settings, prepare_run_dir
+    from find_rl.run.find_run import FindRun, InvalidRewards, load_run_settings, prepare_run_dir
 
     try:
         if args.resume is not None:  # the run's own settings; only the total number of iterations is new
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from find_rl.artifacts import finish
-    from find_rl.ray_session import ray_session
+    from find_rl.run.artifacts import finish
+    from find_rl.rllib.ray_session import ray_session
 
     torch.set_num_threads(run.resources.threads)
     res = run.resources

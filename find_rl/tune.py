@@ -53,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_trial(config: dict, *, base: dict) -> None:
-    """Tune function trainable: one FIND run (the same :class:`~find_rl.run.FindRun` loop as ``train``), checkpointed
+    """Tune function trainable: one FIND run (the same :class:`~find_rl.run.find_run.FindRun` loop as ``train``), checkpointed
     through Tune and resumable from Tune's checkpoint."""
     import torch
     from ray import tune
 
-    from find_rl.artifacts import finish
-    from find_rl.run import FindRun
-    from find_rl.settings import RunSettings
+    from find_rl.run.artifacts import finish
+    from find_rl.run.find_run import FindRun
+    from find_rl.core.settings import RunSettings
 
     torch.set_num_threads(1)  # one torch thread per trial: trials run side by side, one per CPU
     run = RunSettings.from_dict(base["settings"]).replace(clip_param=float(config["clip_param"]), seed=int(config["seed"]),
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from find_rl.ray_session import ray_session
+    from find_rl.rllib.ray_session import ray_session
 
     try:
         with ray_session(run.resources):
@@ -152,7 +152,7 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
     import ray
     from ray import tune
 
-    from find_rl.tracking import callbacks
+    from find_rl.run.tracking import callbacks
     from find_rl.tuning.spaces import clip_sweep
 
     base = {"settings": run.to_dict(), "trials_dir": str(out / "trials"), "stop_alignment": args.stop_alignment}

@@ -11,7 +11,7 @@ torch.set_num_threads(int(os.environ.get("FIND_RL_TEST_THREADS", "2")))
 @pytest.fixture(scope="session")
 def tiny_shapes_model(tmp_path_factory):
     """A freshly built (untrained, seeded) shapes pipeline saved to disk: loads through from_pretrained like the real one."""
-    from find_rl.shapes.pipeline import build_pipeline
+    from find_rl.worlds.shapes.pipeline import build_pipeline
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny_shapes"
@@ -22,7 +22,7 @@ def tiny_shapes_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """A tiny random-weight StableDiffusionPipeline (CLIP text encoder, tokenizer, UNet, VAE, PNDM) saved to disk."""
-    from find_rl.random_weights import save_pipeline
+    from find_rl.diffusion.random_weights import save_pipeline
 
     return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", "tiny")
 
@@ -30,7 +30,7 @@ def tiny_sd(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory):
     """A tiny random-weight StableDiffusionXLPipeline (two text encoders and tokenizers) saved to disk."""
-    from find_rl.random_weights import save_pipeline
+    from find_rl.diffusion.random_weights import save_pipeline
 
     return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-sdxl", "tiny-sdxl")
 
@@ -38,7 +38,7 @@ def tiny_sdxl(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_t2v(tmp_path_factory):
     """A tiny random-weight TextToVideoSDPipeline (ModelScope's text-to-video: UNet3DConditionModel) saved to disk."""
-    from find_rl.random_weights import save_pipeline
+    from find_rl.diffusion.random_weights import save_pipeline
 
     return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-t2v", "tiny-t2v")
 
@@ -46,7 +46,7 @@ def tiny_t2v(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_animatediff(tmp_path_factory):
     """A tiny random-weight AnimateDiffPipeline (an SD UNet plus a MotionAdapter) saved to disk."""
-    from find_rl.random_weights import save_pipeline
+    from find_rl.diffusion.random_weights import save_pipeline
 
     return save_pipeline(tmp_path_factory.mktemp("models") / "tiny-animatediff", "tiny-animatediff")
 
@@ -54,7 +54,7 @@ def tiny_animatediff(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_xclip(tmp_path_factory):
     """A tiny random-weight XCLIPModel (video-text reward) saved to disk."""
-    from find_rl.random_weights import save_xclip_model
+    from find_rl.diffusion.random_weights import save_xclip_model
 
     return save_xclip_model(tmp_path_factory.mktemp("models") / "tiny-xclip")
 
@@ -62,7 +62,7 @@ def tiny_xclip(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_aesthetic(tmp_path_factory):
     """A tiny random CLIP with a LAION-style aesthetic head beside it (the aesthetic reward's folder format)."""
-    from find_rl.random_weights import save_aesthetic_model
+    from find_rl.diffusion.random_weights import save_aesthetic_model
 
     return save_aesthetic_model(tmp_path_factory.mktemp("models") / "tiny-aesthetic")
 
@@ -70,7 +70,7 @@ def tiny_aesthetic(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny random-weight CLIPModel with its tokenizer saved to disk (the CLIP / PickScore rewards' format)."""
-    from find_rl.random_weights import save_clip_model
+    from find_rl.diffusion.random_weights import save_clip_model
 
     return save_clip_model(tmp_path_factory.mktemp("models") / "tiny-clip", "tiny")
 
@@ -88,7 +88,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def tiny_imagereward(tmp_path_factory):
     """A tiny random ImageReward folder in the released layout: ImageReward.pt, med_config.json, tokenizer/vocab.txt."""
-    from find_rl.preference_weights import save_imagereward_folder
+    from find_rl.rewards.preference_weights import save_imagereward_folder
 
     return save_imagereward_folder(tmp_path_factory.mktemp("models") / "tiny-imagereward")
 
@@ -96,6 +96,6 @@ def tiny_imagereward(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_hpsv2(tmp_path_factory):
     """A tiny random HPSv2.1 folder in the released layout: HPS_v2.1_compressed.pt and open_clip's BPE file."""
-    from find_rl.preference_weights import save_hps_folder
+    from find_rl.rewards.preference_weights import save_hps_folder
 
     return save_hps_folder(tmp_path_factory.mktemp("models") / "tiny-hpsv2", version="v2.1")

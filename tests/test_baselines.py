@@ -8,8 +8,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from find_rl import latent_mean
-from find_rl.amortized import AmortizedNoiseNet
+from find_rl.policies import latent_mean
+from find_rl.policies.amortized import AmortizedNoiseNet
 from find_rl.baselines.best_of_n import select_best
 from find_rl.baselines.cem import CEMSettings, cem_update, run_cem
 from find_rl.baselines.ddpo import DDPOSettings, ddim_step_with_logprob, ddpo_loss, per_prompt_advantages

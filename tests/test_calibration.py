@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from find_rl.calibration import RewardCalibrator, per_prompt_mean
+from find_rl.objectives.calibration import RewardCalibrator, per_prompt_mean
 
 
 def _batch(rewards_per_prompt, d=12):
@@ -88,7 +88,7 @@ def test_bad_normalize_and_per_prompt_mean():
 def test_adaptive_anchor_rises_above_target_falls_below_and_round_trips():
     import numpy as np
 
-    from find_rl.anchor import AdaptiveAnchor
+    from find_rl.objectives.anchor import AdaptiveAnchor
 
     a = AdaptiveAnchor(num_groups=3, target=0.9, init=0.01, factor=2.0, max_coeff=0.05)
     a.update(np.array([1.0, 0.5, np.nan]))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from find_rl.checkpoints import latest_checkpoint, list_checkpoints, save_checkpoint
+from find_rl.core.checkpoints import latest_checkpoint, list_checkpoints, save_checkpoint
 
 
 class _Writer:

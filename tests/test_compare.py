@@ -128,8 +128,8 @@ def test_compare_cli_end_to_end(tmp_path, capsys):
     amortised policy on RLlib, CEM, best-of-N and the paper loop in-process; the eta rows and the fresh-sample
     checkpoints; then a rerun reuses the finished runs."""
     from find_rl import evaluate
-    from find_rl.sampler import DiffusionSampler
-    from find_rl.scoring import evaluate_distributions
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.evaluation.scoring import evaluate_distributions
 
     out = tmp_path / "cmp"
     prompts = ["a green circle", "a red square"]
@@ -195,8 +195,8 @@ def test_a_row_rendered_with_another_sampler_gets_no_aligned_diversity_figure():
 
 
 def test_load_aligned_ceiling_is_keyed_on_the_sampler_settings():
-    from find_rl.sampler import SamplerSettings
-    from find_rl.scoring import load_aligned_ceiling
+    from find_rl.diffusion.sampler import SamplerSettings
+    from find_rl.evaluation.scoring import load_aligned_ceiling
 
     shipped = load_aligned_ceiling("shapes")
     assert set(shipped) == {"a red circle", "a green circle", "a blue circle", "a red square", "a green square",
@@ -207,7 +207,7 @@ def test_load_aligned_ceiling_is_keyed_on_the_sampler_settings():
 
 
 def test_aligned_diversity_interval_and_minimum_count():
-    from find_rl.diversity import MIN_ALIGNED, aligned_diversity, diversity, kept_text
+    from find_rl.evaluation.diversity import MIN_ALIGNED, aligned_diversity, diversity, kept_text
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3, 4, 4))
@@ -220,8 +220,8 @@ def test_aligned_diversity_interval_and_minimum_count():
 
 
 def test_score_image_sets_reports_diversity_among_aligned_images_only():
-    from find_rl.scoring import score_image_sets
-    from find_rl.shapes.world import COLOURS, SHAPES, render
+    from find_rl.evaluation.scoring import score_image_sets
+    from find_rl.worlds.shapes.world import COLOURS, SHAPES, render
 
     good = np.stack([render(SHAPES.index("circle"), COLOURS.index("green"), 8 + dx, 8 + dy, 4)
                      for dx in range(-2, 3) for dy in (-1, 1)])
@@ -229,7 +229,7 @@ def test_score_image_sets_reports_diversity_among_aligned_images_only():
     res = score_image_sets({"a green circle": np.concatenate([good, blank])})["a green circle"]
     assert res["aligned_count"] == 10 and res["alignment"] == pytest.approx(10 / 13)
     assert res["aligned_diversity_ci"][0] < res["aligned_diversity"] < res["aligned_diversity_ci"][1]
-    from find_rl.scoring import diversity
+    from find_rl.evaluation.scoring import diversity
 
     assert res["aligned_diversity"] == pytest.approx(diversity(good)) and res["diversity"] != res["aligned_diversity"]
     none = score_image_sets({"a green circle": blank})["a green circle"]

@@ -5,8 +5,8 @@ faint second object beside a right shape, a spire for a triangle)."""
 import numpy as np
 import pytest
 
-from find_rl.shapes.detector import MAX_STRAY, STRICT_IOU, detect, score_images
-from find_rl.shapes.world import all_prompts, make_dataset, render, shape_mask
+from find_rl.worlds.shapes.detector import MAX_STRAY, STRICT_IOU, detect, score_images
+from find_rl.worlds.shapes.world import all_prompts, make_dataset, render, shape_mask
 
 
 def _img(mask: np.ndarray, colour: int) -> np.ndarray:
@@ -108,8 +108,8 @@ def test_strict_verdict_derived_from_shape_iou_matches_a_strict_pass():
     """Frozen-model images of prompts where the two settings disagree (base blue circle: 0.78 vs 0.69)."""
     import torch
 
-    from find_rl.sampler import DiffusionSampler
-    from find_rl.shapes.detector import DEFAULT_IOU
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.worlds.shapes.detector import DEFAULT_IOU
 
     prompts = ["a blue circle"] * 96 + ["a blue triangle"] * 96
     noise = torch.randn(len(prompts), 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from find_rl import evaluate, generate
-from find_rl.export import META_FILE, TENSORS_FILE, NoisePolicy, load_policy, save_policy
-from find_rl.models import load_pipeline
+from find_rl.policies.export import META_FILE, TENSORS_FILE, NoisePolicy, load_policy, save_policy
+from find_rl.diffusion.models import load_pipeline
 
 PROMPTS = ["a green circle", "a red square"]
 

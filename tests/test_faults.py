@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow
 def test_killed_env_runner_is_restarted_and_training_continues(ray_local, tmp_path):
     import ray
 
-    from find_rl.run import FindRun, resolve
-    from find_rl.settings import RunSettings
+    from find_rl.run.find_run import FindRun, resolve
+    from find_rl.core.settings import RunSettings
 
     run = resolve(RunSettings(prompts=["a green circle", "a red square"], samples_per_prompt=4).replace(
         num_env_runners=2, num_epochs=1, threads=1))

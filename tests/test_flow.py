@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
-from find_rl.flow import BlockView, ConditionalCouplingFlow, replay_weights, reverse_kl
-from find_rl.flow_module import FlowNoisePolicyModule, TorchFlowDistribution
-from find_rl.flow_spline import rq_spline
+from find_rl.policies.flow import BlockView, ConditionalCouplingFlow, replay_weights, reverse_kl
+from find_rl.rllib.flow_module import FlowNoisePolicyModule, TorchFlowDistribution
+from find_rl.policies.flow_spline import rq_spline
 
 
 def _std_normal_logp(z: torch.Tensor) -> torch.Tensor:
@@ -332,7 +332,7 @@ def test_flow_learns_toy_bandit_and_keeps_spread_among_rewarded_samples():
 
 
 def test_rewarded_replay_keeps_the_newest_rewarded_noises_per_prompt():
-    from find_rl.replay import RewardedReplay
+    from find_rl.objectives.replay import RewardedReplay
 
     r = RewardedReplay(num_groups=2, size=3)
     assert r.tensors() is None and len(r) == 0

@@ -19,9 +19,9 @@ FAMILIES = {
 
 
 def _learn(tmp_path, family: str, *, flip: bool = False, monkeypatch=None) -> tuple[float, float]:
-    from find_rl.calibration import RewardCalibrator
-    from find_rl.run import FindRun, resolve
-    from find_rl.settings import RunSettings
+    from find_rl.objectives.calibration import RewardCalibrator
+    from find_rl.run.find_run import FindRun, resolve
+    from find_rl.core.settings import RunSettings
 
     if flip:
         update = RewardCalibrator.update

@@ -1,14 +1,14 @@
 """A 2-D target with a known q* and three separated modes: the mass-covering objective recovers every mode's share of
 q*'s mass; FIND's reverse-KL PPO objective on the same flow collapses onto one mode. A mode-seeking implementation of
 the new objective fails the first test; a broken reward or flow fails both. No Ray: the objectives and the flow are the
-same code the learner calls (find_rl/objectives.py, find_rl/flow.py)."""
+same code the learner calls (find_rl/objectives/mass_covering.py, find_rl/policies/flow.py)."""
 
 import pytest
 import torch
 
-from find_rl import objectives as ob
-from find_rl import policy_math as pm
-from find_rl.flow import ConditionalCouplingFlow, reverse_kl
+from find_rl.objectives import mass_covering as ob
+from find_rl.policies import policy_math as pm
+from find_rl.policies.flow import ConditionalCouplingFlow, reverse_kl
 
 pytestmark = pytest.mark.slow
 

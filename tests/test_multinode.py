@@ -32,9 +32,9 @@ def cluster():
 def test_env_runners_spread_over_nodes_and_train(cluster):
     import ray
 
-    from find_rl.config import find_ppo_config
-    from find_rl.run import resolve
-    from find_rl.settings import RunSettings
+    from find_rl.rllib.config import find_ppo_config
+    from find_rl.run.find_run import resolve
+    from find_rl.core.settings import RunSettings
 
     c, workers, _ = cluster
     run = resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
-from find_rl.noise_module import NoisePolicyModule
+from find_rl.rllib.noise_module import NoisePolicyModule
 
 
 def _module(**cfg):

@@ -1,4 +1,4 @@
-"""The mass-covering objectives' math (find_rl/objectives.py) and the flow's behaviour mixture, by hand."""
+"""The mass-covering objectives' math (find_rl/objectives/mass_covering.py) and the flow's behaviour mixture, by hand."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from find_rl import objectives as ob
+from find_rl.objectives import mass_covering as ob
 
 
 def test_log_prior_and_mixture_density_by_hand():
@@ -64,8 +64,8 @@ def test_effective_sample_size_between_one_over_n_and_one():
 
 
 def test_flow_behaviour_mixture_samples_the_prior_share_and_records_its_density():
-    from find_rl.flow import ConditionalCouplingFlow
-    from find_rl.flow_module import TorchFlowDistribution
+    from find_rl.policies.flow import ConditionalCouplingFlow
+    from find_rl.rllib.flow_module import TorchFlowDistribution
 
     torch.manual_seed(0)
     flow = ConditionalCouplingFlow(latent_shape=(3, 8, 8), num_conditions=2, resolution=4)

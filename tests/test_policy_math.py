@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from find_rl import policy_math as pm
+from find_rl.policies import policy_math as pm
 
 
 def test_mean_log_density_matches_hand_value():

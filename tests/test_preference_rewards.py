@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from find_rl.preference_weights import BERT_VOCAB
-from find_rl.released_weights import OPENAI_MEAN, OPENAI_STD, resize_center_crop, resize_longest_pad
-from find_rl.rewards import RewardSpec, make_reward
+from find_rl.rewards.preference_weights import BERT_VOCAB
+from find_rl.rewards.released_weights import OPENAI_MEAN, OPENAI_STD, resize_center_crop, resize_longest_pad
+from find_rl.rewards.registry import RewardSpec, make_reward
 
 PROMPTS = ["a dog", "a green cat", "four pandas on a sofa!"]
 
@@ -147,7 +147,7 @@ def _open_clip_tokens(prompt_tokens, context=77):
 
 @pytest.mark.parametrize("version, filename", [("v2.1", "HPS_v2.1_compressed.pt"), ("v2.0", "HPS_v2_compressed.pt")])
 def test_hpsv2_equals_open_clips_forward_by_hand(tmp_path, version, filename):
-    from find_rl.preference_weights import save_hps_folder
+    from find_rl.rewards.preference_weights import save_hps_folder
 
     folder = save_hps_folder(tmp_path / "hps", version=version, seed=3)
     reward = make_reward(f"hpsv2={folder}")
@@ -165,7 +165,7 @@ def test_hpsv2_equals_open_clips_forward_by_hand(tmp_path, version, filename):
 
 
 def test_hpsv2_reads_a_clip_tokenizer_beside_the_checkpoint_too(tiny_hpsv2, tmp_path):
-    from find_rl.hps import _bpe_tokenizer
+    from find_rl.rewards.hps import _bpe_tokenizer
 
     folder = tmp_path / "hps-hf-tokenizer"
     folder.mkdir()
@@ -283,7 +283,7 @@ def test_weighted_sum_with_the_other_rewards(tiny_imagereward, tiny_hpsv2, tiny_
 
 @pytest.mark.slow
 def test_reward_worker_actors_build_them_from_the_same_spec(tiny_imagereward, tiny_hpsv2, ray_local):
-    from find_rl.scorers import ScorerPool
+    from find_rl.rewards.scorers import ScorerPool
 
     specs = [f"imagereward={tiny_imagereward}", f"hpsv2={tiny_hpsv2}:0.5"]
     imgs = _images(3, seed=7)
@@ -302,7 +302,7 @@ def test_train_cli_with_preference_rewards(rewards, tiny_sd, tiny_imagereward, t
     """`python -m find_rl.train --model <tiny SD> --reward imagereward=<folder>` (and hpsv2, and a weighted sum with
     CLIP) trains and exports, loading the rewards from their released-layout folders."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     paths = {"imagereward": tiny_imagereward, "hpsv2": tiny_hpsv2, "clip": tiny_clip}
     reward_args = []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from find_rl.rewards import ClipScore, RewardSpec, ShapesReward, WeightedReward, make_reward, score_batch
+from find_rl.rewards.registry import ClipScore, RewardSpec, ShapesReward, WeightedReward, make_reward, score_batch
 
 
 def test_spec_parsing():
@@ -81,7 +81,7 @@ def test_clip_scores_a_video_as_the_mean_over_its_frames(tiny_clip):
 def test_xclip_matches_xclipmodel_logits(tiny_xclip):
     from transformers import AutoTokenizer, XCLIPModel
 
-    from find_rl.rewards import XClipScore
+    from find_rl.rewards.registry import XClipScore
 
     r = XClipScore(tiny_xclip)
     video = torch.rand(3, 7, 3, 20, 20, generator=torch.Generator().manual_seed(3)).numpy() * 2 - 1
@@ -109,7 +109,7 @@ def test_aesthetic_head_on_clip_embedding(tiny_aesthetic, tiny_clip, tmp_path, f
 
     from safetensors.torch import load_file
 
-    from find_rl.rewards import AestheticScore
+    from find_rl.rewards.registry import AestheticScore
 
     state = load_file(f"{tiny_aesthetic}/aesthetic_head.safetensors")
     folder = tiny_aesthetic
@@ -133,7 +133,7 @@ def test_aesthetic_head_on_clip_embedding(tiny_aesthetic, tiny_clip, tmp_path, f
 def test_a_pipeline_without_prompt_and_latents_is_refused(tmp_path):
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-    from find_rl.sampler import DiffusionSampler
+    from find_rl.diffusion.sampler import DiffusionSampler
 
     unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))

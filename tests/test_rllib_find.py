@@ -14,14 +14,14 @@ PROMPTS = ["a green circle", "a red square"]
 
 def _run(**changes):
     """Resolved settings for a small run on PROMPTS; ``changes`` are flat setting names (RunSettings.replace)."""
-    from find_rl.run import resolve
-    from find_rl.settings import RunSettings
+    from find_rl.run.find_run import resolve
+    from find_rl.core.settings import RunSettings
 
     return resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(**({"num_epochs": 2} | changes)))
 
 
 def _config(**changes):
-    from find_rl.config import find_ppo_config
+    from find_rl.rllib.config import find_ppo_config
 
     return find_ppo_config(_run(**changes))
 
@@ -29,7 +29,7 @@ def _config(**changes):
 def test_learner_pipeline_replaces_gae_with_calibration(ray_local):
     from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 
-    from find_rl.connectors import CalibrateRewards
+    from find_rl.rllib.connectors import CalibrateRewards
 
     algo = _config().build_algo()
     try:
@@ -126,7 +126,7 @@ def test_train_cli_end_to_end_and_resume(ray_local, tmp_path, capsys):
     assert "iter   3/3" in printed and "iter   1/3" not in printed
     rows = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     pol = load_policy(out)
     assert np.isfinite(pol.mean.numpy()).all() and pol.mean.abs().sum() > 0
@@ -266,7 +266,7 @@ class _HalfNaNReward:
     """The detector's score, but NaN for every second image: those samples must be skipped and counted."""
 
     def __call__(self, images, prompts):
-        from find_rl.rewards import ShapesReward
+        from find_rl.rewards.registry import ShapesReward
 
         s = ShapesReward()(images, prompts).astype(float)
         s[::2] = float("nan")
@@ -274,7 +274,7 @@ class _HalfNaNReward:
 
 
 def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
-    from find_rl import rewards
+    from find_rl.rewards import registry as rewards
 
     monkeypatch.setitem(rewards.REWARDS, "half-nan", _HalfNaNReward)
     algo = _config(num_epochs=1, reward=["half-nan"]).build_algo()
@@ -288,7 +288,8 @@ def test_invalid_rewards_are_skipped_and_counted(ray_local, monkeypatch):
 
 
 def test_mostly_invalid_rewards_stop_the_run_after_a_checkpoint(ray_local, monkeypatch, tmp_path, capsys):
-    from find_rl import rewards, train
+    from find_rl import train
+    from find_rl.rewards import registry as rewards
 
     monkeypatch.setitem(rewards.REWARDS, "half-nan", _HalfNaNReward)
     out = tmp_path / "nan-run"
@@ -314,7 +315,7 @@ def test_train_cli_on_real_pipeline_classes(backbone, rewards, extra, latent, ti
     """A short FIND run through the CLI on each backbone class (tiny random weights saved to disk), with the
     CLIP / PickScore / aesthetic / X-CLIP rewards loaded from their folders; a weighted sum where two are given."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     model = request.getfixturevalue(backbone)
     paths = {"clip": tiny_clip, "pickscore": tiny_clip, "xclip": tiny_xclip, "aesthetic": tiny_aesthetic}
@@ -377,7 +378,7 @@ def test_resumed_run_matches_an_uninterrupted_one_bit_for_bit(ray_local, tmp_pat
     """Interrupted after iteration 2 and resumed to 4 = run to 4 in one go: policy, reward predictor, calibration
     history, optimizer state and the noise streams all restored (CPU, same thread count)."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     common = ["--prompts", *PROMPTS, "--samples-per-prompt", "4", "--eval-samples", "0", "--checkpoint-every", "2",
               "--seed", "5", "--num-epochs", "2"]
@@ -396,7 +397,7 @@ def test_amortized_policy_trains_and_answers_held_out_prompts(ray_local, tmp_pat
     """The prompt-conditioned RLModule through the CLI: trained on two prompts, exported (and scored) for a third it
     never saw, from that prompt's text embedding."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     out = tmp_path / "amortized"
     assert train.main(["--out", str(out), "--policy-type", "amortized", "--prompts", *PROMPTS, "--eval-prompts", "a blue square",
@@ -411,9 +412,9 @@ def test_amortized_policy_trains_and_answers_held_out_prompts(ray_local, tmp_pat
 def test_amortized_policy_on_a_clip_text_encoder(tiny_sd, tiny_clip, ray_local, tmp_path):
     """SD-style pipelines give the amortised policy CLIP's pooled text embedding (a 4 x 8 x 8 latent, 2 x 2 mean)."""
     from find_rl import train
-    from find_rl.observation import prompt_features
-    from find_rl.export import load_policy
-    from find_rl.models import load_pipeline
+    from find_rl.core.observation import prompt_features
+    from find_rl.policies.export import load_policy
+    from find_rl.diffusion.models import load_pipeline
 
     feats = prompt_features(load_pipeline(tiny_sd), ["a dog", "a cat"])
     assert feats.shape[1] > 2 and not np.allclose(feats[0, 2:], feats[1, 2:])  # one-hot + pooled embedding
@@ -428,7 +429,7 @@ def test_amortized_policy_on_a_clip_text_encoder(tiny_sd, tiny_clip, ray_local, 
 def test_flow_policy_trains_exports_generates_and_evaluates_without_ray(ray_local, tmp_path):
     """The flow family through the CLI: train, export (family "flow"), then generate and evaluate from the export."""
     from find_rl import evaluate, generate, train
-    from find_rl.export import FlowPolicy, load_policy
+    from find_rl.policies.export import FlowPolicy, load_policy
 
     out = tmp_path / "flow"
     assert train.main(["--out", str(out), "--policy-type", "flow", "--prompts", *PROMPTS, "--iterations", "2",
@@ -449,7 +450,7 @@ def test_flow_policy_trains_exports_generates_and_evaluates_without_ray(ray_loca
 def test_flow_resumed_run_matches_an_uninterrupted_one(ray_local, tmp_path):
     """Exact resume for the flow: its couplings, per-group optimizers and the noise streams."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     common = ["--policy-type", "flow", "--prompts", *PROMPTS, "--samples-per-prompt", "4", "--eval-samples", "0",
               "--checkpoint-every", "2", "--seed", "3", "--num-epochs", "2"]
@@ -468,7 +469,7 @@ def test_flow_on_sd_shaped_latents(tiny_sd, tiny_clip, ray_local, tmp_path):
     """The flow on a CLIP-conditioned SD pipeline (4 x 8 x 8 latent, the flow on its 4 x 2 x 2 block means), conditioned
     on the text embedding, so it also answers a held-out prompt."""
     from find_rl import train
-    from find_rl.export import load_policy
+    from find_rl.policies.export import load_policy
 
     out = tmp_path / "sdflow"
     assert train.main(["--out", str(out), "--model", tiny_sd, "--reward", f"clip={tiny_clip}", "--policy-type", "flow",

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from find_rl.models import SHAPES_MODEL_DIR, load_pipeline
-from find_rl.sampler import DiffusionSampler, SamplerSettings
-from find_rl.shapes.pipeline import ShapesPipeline
+from find_rl.diffusion.models import SHAPES_MODEL_DIR, load_pipeline
+from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+from find_rl.worlds.shapes.pipeline import ShapesPipeline
 
 
 def test_shipped_model_loads_and_is_frozen():
@@ -89,7 +89,7 @@ def test_missing_and_corrupt_models_give_clear_errors(tmp_path, tiny_shapes_mode
 
 def test_shipped_model_drifts_on_a_rare_prompt_and_follows_a_common_one():
     """A fresh 64-sample check of the problem: 'a green circle' (2% of data) fails, 'a red circle' (29%) works."""
-    from find_rl.scoring import evaluate_distributions
+    from find_rl.evaluation.scoring import evaluate_distributions
 
     res = evaluate_distributions(prompts=["a green circle", "a red circle"], samples=64, seed=42)
     assert res["a green circle"]["alignment"] < 0.25

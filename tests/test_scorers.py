@@ -16,8 +16,8 @@ def _images(n, seed=0):
 
 
 def test_pool_scores_like_the_in_process_reward(ray_local):
-    from find_rl.rewards import make_reward, score_batch
-    from find_rl.scorers import ScorerPool
+    from find_rl.rewards.registry import make_reward, score_batch
+    from find_rl.rewards.scorers import ScorerPool
 
     pool = ScorerPool.create("shapes", 2)
     try:
@@ -37,8 +37,8 @@ def test_pool_scores_like_the_in_process_reward(ray_local):
 def test_scorer_killed_mid_batch_is_restarted_and_the_batch_scored_once(ray_local):
     import ray
 
-    from find_rl.rewards import make_reward, score_batch
-    from find_rl.scorers import ScorerPool
+    from find_rl.rewards.registry import make_reward, score_batch
+    from find_rl.rewards.scorers import ScorerPool
 
     pool = ScorerPool.create("shapes", 1)
     actor = pool.actors[0]
@@ -63,8 +63,8 @@ def test_scorer_killed_mid_batch_is_restarted_and_the_batch_scored_once(ray_loca
 def test_training_with_scorer_actors_survives_a_killed_scorer(ray_local, tmp_path):
     import ray
 
-    from find_rl.run import FindRun, resolve
-    from find_rl.settings import RunSettings
+    from find_rl.run.find_run import FindRun, resolve
+    from find_rl.core.settings import RunSettings
 
     run = resolve(RunSettings(prompts=PROMPTS, samples_per_prompt=4).replace(num_epochs=1, num_reward_workers=1))
     with FindRun(run, tmp_path, live_metrics=False) as fr:

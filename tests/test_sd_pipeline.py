@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from find_rl import generate
-from find_rl.export import NoisePolicy, save_policy
-from find_rl.models import load_pipeline
-from find_rl.sampler import DiffusionSampler, SamplerSettings
+from find_rl.policies.export import NoisePolicy, save_policy
+from find_rl.diffusion.models import load_pipeline
+from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 
 
 def test_sampler_reads_latent_shape_and_uses_ddim(tiny_sd):

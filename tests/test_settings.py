@@ -1,4 +1,4 @@
-"""Settings, declared once (find_rl.settings / find_rl.fields): every bad value is refused in one line naming its flag,
+"""Settings, declared once (find_rl.core.settings / find_rl.core.fields): every bad value is refused in one line naming its flag,
 before Ray starts or a model loads; the CLI mirrors the declarations; saved settings round-trip and refuse unknown keys.
 Fast: nothing here starts Ray."""
 
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from find_rl import fields
-from find_rl.settings import (PARTS, FindSettings, LoopSettings, PolicySettings, ResourceSettings, RunSettings, SamplerSettings,
+from find_rl.core import fields
+from find_rl.core.settings import (PARTS, FindSettings, LoopSettings, PolicySettings, ResourceSettings, RunSettings, SamplerSettings,
                               TrackingSettings)
 
 NAN, INF = math.nan, math.inf

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 PROMPTS = ["a green circle", "a red square"]
-#: what the issue asks a user to be able to watch (find_rl.keys; iteration_s is the iteration time)
+#: what the issue asks a user to be able to watch (find_rl.core.keys; iteration_s is the iteration time)
 WATCHED = ["alignment", "prompt_alignment/a_green_circle", "prompt_alignment/a_red_square", "reward_mean", "calibration_pred_mean",
            "calibrated_reward_mean", "advantage_mean", "advantage_std", "calibration_fit_mse", "clip_fraction", "approx_kl",
            "anchor", "iteration_s", "images_per_s"]
@@ -50,8 +50,8 @@ def _events(folder: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- pure parts
 def test_scalars_images_and_names():
-    from find_rl.progress import FindProgress
-    from find_rl.tracking import find_scalars, history_scalars, image_row, metric_name, to_uint8
+    from find_rl.core.progress import FindProgress
+    from find_rl.run.tracking import find_scalars, history_scalars, image_row, metric_name, to_uint8
 
     row = FindProgress(iteration=3, reward_mean=0.5, alignment=0.5, alignment_per_prompt={}, clip_fraction=0.1, approx_kl=0.01,
                        calibration_pred_mean=0.0, mu_abs_mean=0.0, std_mean=1.0, samples_invalid=0, samples=8, seconds=2.0,
@@ -73,8 +73,8 @@ def test_scalars_images_and_names():
 def test_run_log_writes_tensorboard_scalars_images_and_hparams(tmp_path):
     """RunLog drives Ray's TBXLoggerCallback for a run Tune does not drive: scalars, a 3-D uint8 array as an image,
     the run's hyperparameters at the end."""
-    from find_rl.settings import TrackingSettings
-    from find_rl.tracking import RunLog
+    from find_rl.core.settings import TrackingSettings
+    from find_rl.run.tracking import RunLog
 
     with RunLog(tmp_path, TrackingSettings(), config={"lr": 0.1}, hparams={"clip_param": 0.01, "seed": 0}) as log:
         for it in (1, 2):

@@ -2,8 +2,8 @@
 
 import torch
 
-from find_rl.models import load_pipeline
-from find_rl.shapes.train_base import train
+from find_rl.diffusion.models import load_pipeline
+from find_rl.worlds.shapes.train_base import train
 
 
 def _weights(pipe):
@@ -27,7 +27,7 @@ def test_shipped_model_shows_the_problem_find_fixes():
     (0.885 under the mended detector, which refuses the model's 1.25-1.4 rectangles as squares)."""
     import json
 
-    from find_rl.models import SHAPES_MODEL_DIR
+    from find_rl.diffusion.models import SHAPES_MODEL_DIR
 
     base = json.loads((SHAPES_MODEL_DIR / "baseline.json").read_text())
     assert base["samples"] >= 256
@@ -39,7 +39,7 @@ def test_shipped_model_shows_the_problem_find_fixes():
 
 
 def test_train_base_cli_refuses_bad_flags_and_keeps_an_existing_pipeline(tmp_path, capsys):
-    from find_rl.shapes.train_base import main
+    from find_rl.worlds.shapes.train_base import main
 
     for argv, msg in ((["--steps", "0"], "--steps must be >= 1"), (["--lr", "nan"], "--lr must be a finite number > 0"),
                       (["--rare-p", "0.5"], "leaves no mass"), (["--batch-size", "0"], "--batch-size must be >= 1"),

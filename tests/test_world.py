@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from find_rl.shapes.world import all_prompts, combination_probs, is_common, make_dataset, parse_prompt, rare_prompts
+from find_rl.worlds.shapes.world import all_prompts, combination_probs, is_common, make_dataset, parse_prompt, rare_prompts
 
 
 def test_prompts_parse_and_round_trip():

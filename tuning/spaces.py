@@ -1,7 +1,7 @@
 """Search spaces for ``python -m find_rl.tune``: train-flag names (argparse dests) -> Ray Tune domains.
 
 Why the default ``clip_param`` grid is so small: FIND's ratio is the *per-element* mean of the log-density ratio
-(``find_rl/policy_math.py``). For a mean step of delta (in sigma units) per element, a sample's log ratio is about
+(``find_rl/policies/policy_math.py``). For a mean step of delta (in sigma units) per element, a sample's log ratio is about
 -delta^2 / 2 +- |delta| / sqrt(D), i.e. about -approx_kl: ~0.001 per update at the default lr 0.05 and up to ~0.01 at
 lr 0.1 on the shapes world (``bench/RESULTS.md``). The PPO clip binds only when ``clip_param`` is of that order, so
 0.2 (the old default, which never binds there) is the reference point and the others bracket the measured step sizes.

@@ -10,7 +10,7 @@ Ties between equally scored samples (every aligned image scores 1 under the shap
 The budget is ``iterations * population`` reward evaluations per prompt, the same accounting as FIND's.
 
 ``mean_resolution`` r (None: one mean per latent element, as before) gives CEM FIND's parametrisation: the mean
-parameter m is C x r x r, the sampling mean is its bilinear upsampling U m (:mod:`find_rl.latent_mean`, the same
+parameter m is C x r x r, the sampling mean is its bilinear upsampling U m (:mod:`find_rl.policies.latent_mean`, the same
 interpolation as ``NoisePolicyModule``), and the elite mean is fitted in that space by least squares::
 
     mean(elites) -> pinv(U) mean(elites) = argmin_m sum_e ||z_e - U m||^2
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from find_rl import latent_mean
+from find_rl.policies import latent_mean
 from find_rl.baselines.scoring import render_and_score
 
 
@@ -82,7 +82,7 @@ def run_cem(sampler, reward, prompts: list[str], s: CEMSettings, *, seed: int = 
     """Run CEM for every prompt at once (one render call per iteration). Returns ``mean``/``std``
     ``(P, *latent_shape)`` (the mean upsampled to the latent), ``mean_param`` ``(P, *mean_shape)`` (the learned
     parameter; equal to ``mean`` at full resolution), the per-iteration ``history`` and the settings. ``on_row``: called
-    with each history row as it is made (e.g. :meth:`find_rl.tracking.RunLog.log_row`)."""
+    with each history row as it is made (e.g. :meth:`find_rl.run.tracking.RunLog.log_row`)."""
     shape = tuple(sampler.latent_shape)
     d = int(np.prod(shape))
     param_shape = latent_mean.mean_shape(shape, s.mean_resolution)

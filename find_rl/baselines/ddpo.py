@@ -99,7 +99,7 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, t, x: torch.Te
 
 def denoiser_kwargs(pipeline, prompts: list[str]) -> dict:
     """The conditioning keyword the pipeline's denoiser takes, for these prompts."""
-    from find_rl.observation import encode_text
+    from find_rl.core.observation import encode_text
 
     text = encode_text(pipeline, prompts)
     if text.hidden is None:  # the shapes model: class_labels = prompt embedding
@@ -156,10 +156,10 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     from ray.train import Checkpoint
 
-    from find_rl.models import load_pipeline
-    from find_rl.rewards import make_reward, score_batch
-    from find_rl.settings import TrackingSettings
-    from find_rl.tracking import RunLog
+    from find_rl.diffusion.models import load_pipeline
+    from find_rl.rewards.registry import make_reward, score_batch
+    from find_rl.core.settings import TrackingSettings
+    from find_rl.run.tracking import RunLog
 
     s = DDPOSettings(**config["settings"])
     prompts: list[str] = config["prompts"]
@@ -169,7 +169,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(config["seed"] * 1000 + rank)
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
     device = ray.train.torch.get_device()
-    # rank 0 logs each iteration's row through Ray's TensorBoard logger callback into the run folder (find_rl.tracking)
+    # rank 0 logs each iteration's row through Ray's TensorBoard logger callback into the run folder (find_rl.run.tracking)
     events = RunLog(Path(config["log_dir"]), TrackingSettings()) if rank == 0 and config.get("log_dir") else None
     pipe = load_pipeline(s.model, device=str(device))
     from diffusers import DDIMScheduler
@@ -264,7 +264,7 @@ def run_ddpo(s: DDPOSettings, prompts: list[str], out: Path, *, seed: int = 0, n
 
     if s.samples_per_prompt % num_workers:
         raise ValueError(f"--ddpo samples per prompt ({s.samples_per_prompt}) must divide evenly over {num_workers} workers")
-    from find_rl.ray_session import ray_session
+    from find_rl.rllib.ray_session import ray_session
 
     with ray_session(actors=num_workers):
         trainer = TorchTrainer(

@@ -14,7 +14,7 @@ released code reads a stale buffer entry, a bug this ablation does not copy). Pr
 call for speed; each still gets one sample per iteration from its own distribution.
 
 ``mean_resolution`` r (None: a per-element mean, the released code's) gives the loop FIND's parametrisation: the
-learned mean parameter is C x r x r and mu is its bilinear upsampling (:mod:`find_rl.latent_mean`, the same
+learned mean parameter is C x r x r and mu is its bilinear upsampling (:mod:`find_rl.policies.latent_mean`, the same
 interpolation as ``NoisePolicyModule``); the loss, the anchor and g still see the full-resolution mu, and gradients
 reach the low-resolution parameter through the upsampling. sigma stays per element.
 """
@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from find_rl import latent_mean
-from find_rl import policy_math as pm
+from find_rl.policies import latent_mean
+from find_rl.policies import policy_math as pm
 from find_rl.baselines.scoring import render_and_score
-from find_rl.calibration import RewardCalibrator
+from find_rl.objectives.calibration import RewardCalibrator
 
 
 @dataclass
@@ -62,7 +62,7 @@ def run_paper_loop(sampler, reward, prompts: list[str], s: PaperLoopSettings, *,
     """Run the released loop for every prompt at once. Returns ``mean``/``std`` ``(P, *latent_shape)`` (the mean
     upsampled to the latent), ``mean_param`` ``(P, *mean_shape)`` (the learned parameter; equal to ``mean`` at full
     resolution), the ``history`` (one row per ``log_every`` iterations) and the settings. ``on_row``: called with each
-    history row as it is made (e.g. :meth:`find_rl.tracking.RunLog.log_row`)."""
+    history row as it is made (e.g. :meth:`find_rl.run.tracking.RunLog.log_row`)."""
     shape = tuple(sampler.latent_shape)
     d, p = int(np.prod(shape)), len(prompts)
     param_shape = latent_mean.mean_shape(shape, s.mean_resolution)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from find_rl.rewards import score_batch
+from find_rl.rewards.registry import score_batch
 
 
 def render_and_score(sampler, reward, noise: torch.Tensor, prompts: list[str], *, chunk: int = 576) -> dict[str, np.ndarray]:

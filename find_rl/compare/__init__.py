@@ -9,7 +9,7 @@ Methods (each trained, where it trains, for ``--seeds`` seeds; every one scored 
 ``cem``             cross-entropy method / iterated elite means on the noise (:mod:`find_rl.baselines.cem`)
 ``cem-4x4``         the same, learning FIND's C x 4 x 4 mean (method and parametrisation unconfounded)
 ``ddpo``            DDPO-style RL fine-tuning of the denoiser on Ray Train (:mod:`find_rl.baselines.ddpo`)
-``find``            ``python -m find_rl.train`` with its defaults (through :mod:`find_rl.run`)
+``find``            ``python -m find_rl.train`` with its defaults (through :mod:`find_rl.run.find_run`)
 ``find-nocal``      ... ``--baseline none``;  ``find-noclip``: ``--clip-param inf``;  ``find-clamp``: ``--surrogate clamp``
 ``find-paper``      the released code's loop: one sample per iteration, clamp-only ratio (:mod:`find_rl.baselines.paper_loop`);
                     ``find-paper-4x4`` with FIND's C x 4 x 4 mean; any FIND method also as ``NAME+SETTING=VALUE``

@@ -33,8 +33,8 @@ def run_key(cs: CompareSettings, method: str) -> dict:
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
     if method == "ddpo" or find_variant(method) is not None or method.startswith("amortized"):  # fresh-sample checkpoints
         key |= {"checkpoint_every": cs.checkpoint_every, "checkpoint_samples": cs.checkpoint_samples}
-    if find_variant(method) is not None or method.startswith("amortized"):  # trained through find_rl.run: its defaults too
-        from find_rl.settings import RunSettings
+    if find_variant(method) is not None or method.startswith("amortized"):  # trained through find_rl.run.find_run: its defaults too
+        from find_rl.core.settings import RunSettings
 
         defaults = RunSettings().to_dict()
         key |= {"run_defaults": {part: defaults[part] for part in ("policy", "find")}}

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from find_rl import fields
+from find_rl.core import fields
 from find_rl.compare.cache import cache_path, load_run, run_key, save_run
 from find_rl.compare.methods import method_for
 from find_rl.compare.report import write_report
@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> CompareSettings:
     """The comparison's settings, every check done (prompts against the shapes world, the device) before anything runs."""
-    from find_rl.sampler import check_device
-    from find_rl.shapes.world import parse_prompt, rare_prompts
+    from find_rl.diffusion.sampler import check_device
+    from find_rl.worlds.shapes.world import parse_prompt, rare_prompts
 
     cs = fields.from_args(CompareSettings, args)
     cs.prompts = list(cs.prompts) or rare_prompts()
@@ -41,9 +41,9 @@ def run_comparison(cs: CompareSettings, log=print) -> dict:
     """Every method x seed (reused from the cache when finished with the same settings), then the report."""
     import torch
 
-    from find_rl.ray_session import ray_session
-    from find_rl.rewards import make_reward
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.rllib.ray_session import ray_session
+    from find_rl.rewards.registry import make_reward
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 
     cs.out.mkdir(parents=True, exist_ok=True)
     sampler = DiffusionSampler.from_pretrained("shapes", SamplerSettings(device=cs.device))

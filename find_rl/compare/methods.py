@@ -2,8 +2,8 @@
 
 Budgets: every trained method spends ``iterations x samples_per_prompt`` reward evaluations per prompt; ``best-of-N``
 spends N per delivered image at generation time. Scoring: ``samples`` fresh samples per prompt, the same noise for every
-method of a seed (seed 10000 + seed), detector alignment, strict alignment, diversity (:mod:`find_rl.scoring`).
-FIND (and the amortised policy) run through :mod:`find_rl.run` with settings, like ``python -m find_rl.train``.
+method of a seed (seed 10000 + seed), detector alignment, strict alignment, diversity (:mod:`find_rl.evaluation.scoring`).
+FIND (and the amortised policy) run through :mod:`find_rl.run.find_run` with settings, like ``python -m find_rl.train``.
 
 Fresh-sample checkpoints (the unconfounded speed figure): FIND and DDPO keep their policy every ``checkpoint_every``
 iterations (FIND between iterations, outside its timed loop; DDPO a copy of its denoiser on rank 0) and each is scored
@@ -11,8 +11,8 @@ after training on ``checkpoint_samples`` fresh samples per prompt, the same nois
 same detector. Each row's ``wall_s`` is the training loop's seconds up to that iteration.
 
 Watching: every method that trains writes TensorBoard events into its run folder ``OUT/runs/<method>_s<seed>/``
-through Ray's logger callback (:mod:`find_rl.tracking`), so ``tensorboard --logdir OUT/runs`` shows them side by side:
-FIND runs (:mod:`find_rl.run`) their scalars and image grids, CEM, the paper's loop and DDPO (rank 0) their history
+through Ray's logger callback (:mod:`find_rl.run.tracking`), so ``tensorboard --logdir OUT/runs`` shows them side by side:
+FIND runs (:mod:`find_rl.run.find_run`) their scalars and image grids, CEM, the paper's loop and DDPO (rank 0) their history
 rows as they are made.
 
 Sampler stochasticity: FIND samples with DDIM eta 0 (the image a function of the noise), DDPO trains with eta 1. ``base``
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from find_rl.compare.settings import CompareSettings, find_variant
-from find_rl.progress import HistoryRow, history
-from find_rl.scoring import evaluate_distributions, score_image_sets
+from find_rl.core.progress import HistoryRow, history
+from find_rl.evaluation.scoring import evaluate_distributions, score_image_sets
 
 
 @dataclass
@@ -75,7 +75,7 @@ ETA0 = " (eta 0)"
 
 def _with_eta(sampler, eta: float, seed: int):
     """The same pipeline sampled with DDIM ``eta`` (its step noise seeded by ``seed``, so a rerun draws the same)."""
-    from find_rl.sampler import DiffusionSampler
+    from find_rl.diffusion.sampler import DiffusionSampler
 
     return DiffusionSampler(sampler.pipeline, dataclasses.replace(sampler.settings, eta=eta), seed=seed)
 
@@ -113,8 +113,8 @@ def best_of_n(n: int):
 
 def _events(run_dir: Path, settings):
     """A baseline's TensorBoard events in its run folder (its history rows, :meth:`RunLog.log_row`)."""
-    from find_rl.settings import TrackingSettings
-    from find_rl.tracking import RunLog
+    from find_rl.core.settings import TrackingSettings
+    from find_rl.run.tracking import RunLog
 
     return RunLog(run_dir, TrackingSettings(), config=dataclasses.asdict(settings))
 
@@ -155,8 +155,8 @@ def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> Meth
     from diffusers import UNet2DModel
 
     from find_rl.baselines.ddpo import DDPOSettings, load_snapshots, run_ddpo
-    from find_rl.models import load_pipeline
-    from find_rl.sampler import DiffusionSampler, SamplerSettings
+    from find_rl.diffusion.models import load_pipeline
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 
     s = DDPOSettings(iterations=cs.iterations, samples_per_prompt=cs.samples_per_prompt, lr=cs.ddpo_lr,
                      snapshot_every=cs.checkpoint_every)
@@ -184,13 +184,13 @@ def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> Meth
 
 
 def find(changes: dict, *, amortized: str | None = None):
-    """A FIND run through :mod:`find_rl.run` with ``changes`` to the train defaults; ``amortized``: "held-out" (trained
+    """A FIND run through :mod:`find_rl.run.find_run` with ``changes`` to the train defaults; ``amortized``: "held-out" (trained
     on every shapes prompt but ``--held-out``) or "all" (all nine)."""
     def method(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
-        from find_rl.artifacts import export
-        from find_rl.run import FindRun, prepare_run_dir, resolve
-        from find_rl.settings import RunSettings
-        from find_rl.shapes.world import all_prompts
+        from find_rl.run.artifacts import export
+        from find_rl.run.find_run import FindRun, prepare_run_dir, resolve
+        from find_rl.core.settings import RunSettings
+        from find_rl.worlds.shapes.world import all_prompts
 
         held = tuple(sorted(cs.held_out)) if amortized == "held-out" else ()
         extra = dict(changes)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from find_rl.compare.settings import CompareSettings
-from find_rl.diversity import MIN_ALIGNED
+from find_rl.evaluation.diversity import MIN_ALIGNED
 from find_rl.compare.stats import aggregate, criteria, frontier
 
 
@@ -91,8 +91,8 @@ def frontier_plot(summary: dict, path: Path) -> Path | None:
 
 
 def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
-    from find_rl.report import image_grid
-    from find_rl.scoring import load_aligned_reference
+    from find_rl.evaluation.report import image_grid
+    from find_rl.evaluation.scoring import load_aligned_reference
 
     ref = load_aligned_reference("shapes")
     results, summary = aggregate(runs, cs.prompts, ref.get("prompts"), ref.get("sampler"))
@@ -140,7 +140,7 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
         "",
         "Aligned diversity kept = mean pairwise distance among a method's *aligned* images relative to the frozen model's own "
-        "aligned images under the same sampler settings (rejection sampling, `find_rl/shapes/model/aligned_ceiling.json`; "
+        "aligned images under the same sampler settings (rejection sampling, `find_rl/worlds/shapes/model/aligned_ceiling.json`; "
         f"\"-\" for a row rendered with other settings); a prompt with fewer than {MIN_ALIGNED} aligned images counts 0, so "
         "failing a prompt never looks diverse.",
         "",

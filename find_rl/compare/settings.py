@@ -1,4 +1,4 @@
-"""The comparison's settings, declared once (default, flag, help, check; see :mod:`find_rl.fields`), and its method names."""
+"""The comparison's settings, declared once (default, flag, help, check; see :mod:`find_rl.core.fields`), and its method names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from find_rl.fields import at_least, check_fields, finite_positive, setting
+from find_rl.core.fields import at_least, check_fields, finite_positive, setting
 
 #: FIND's own methods: the run settings each changes from ``python -m find_rl.train``'s defaults
 FIND_METHODS = {"find": {}, "find-nocal": {"baseline": "none"}, "find-noclip": {"clip_param": math.inf},
@@ -34,7 +34,7 @@ def find_variant(name: str) -> dict | None:
 
 
 def _setting_value(key: str, text: str, name: str):
-    from find_rl.settings import PARTS, RunSettings
+    from find_rl.core.settings import PARTS, RunSettings
 
     for cls in [*PARTS.values(), RunSettings]:
         for f in dataclasses.fields(cls):
@@ -49,7 +49,7 @@ def _setting_value(key: str, text: str, name: str):
                     return kind(text)
                 except ValueError:
                     raise ValueError(f"method {name!r}: {key}={text!r} is not a {kind.__name__}") from None
-    raise ValueError(f"method {name!r}: unknown setting {key!r} (use the flat names of find_rl.settings)")
+    raise ValueError(f"method {name!r}: unknown setting {key!r} (use the flat names of find_rl.core.settings)")
 
 
 def parse_methods(text: str) -> list[str]:

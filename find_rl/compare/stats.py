@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from find_rl.diversity import aligned_kept, same_sampler
+from find_rl.evaluation.diversity import aligned_kept, same_sampler
 
 
 def t95(n: int) -> float:
@@ -33,7 +33,7 @@ def _reference(row: dict, ceiling: dict, prompt: str, sampler: dict | None) -> d
 def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | None = None,
               reference_sampler: dict | None = None) -> tuple[dict, dict]:
     """``results.json`` (per method and prompt, means over seeds) and the per-method summary with 95% t-intervals.
-    ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.scoring.load_aligned_ceiling`), made with
+    ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.evaluation.scoring.load_aligned_ceiling`), made with
     ``reference_sampler`` (rows rendered with other sampler settings get no aligned-diversity figure)."""
     ceiling = ceiling or {}
     base = runs.get("base")

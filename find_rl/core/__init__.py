@@ -1,0 +1,1 @@
+"""Settings, metric names, the observation layout, progress rows, checkpoints (no Ray)."""

@@ -1,0 +1,1 @@
+"""Scoring fresh samples of a policy: alignment, diversity, grids and reports."""

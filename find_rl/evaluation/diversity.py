@@ -1,0 +1,93 @@
+"""Diversity measures, one definition for every report (``results.md``, ``evaluate``, the comparison), no Ray.
+
+- ``diversity``: mean pairwise L2 distance between one prompt's images (in [-1, 1] pixel units).
+- ``aligned_diversity``: the same among the prompt's *aligned* images only, with a 95% jackknife interval (the mean
+  pairwise distance is a U-statistic; its leave-one-out values give the interval cheaply), or ``None`` below
+  ``MIN_ALIGNED`` aligned images: with 2-6 images the figure rests on 1-15 pairs.
+- ``aligned_kept``: a run's aligned diversity relative to the reference, the frozen model's own aligned images under the
+  same sampler (rejection sampling, :func:`find_rl.evaluation.scoring.aligned_ceiling`). A prompt with fewer than ``MIN_ALIGNED``
+  aligned images keeps **0** (shown as "—" with its count), so failing a prompt never looks diverse; ``None`` where no
+  reference exists for that model and sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: Fewest aligned images of a prompt on which its aligned diversity is reported; below it the prompt keeps 0.
+MIN_ALIGNED = 8
+
+
+def _distances(images: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
+    return torch.cdist(x, x)
+
+
+def diversity(images: np.ndarray) -> float:
+    """Mean pairwise L2 distance between the images of one prompt (``(N, ...)``; 0 below two images)."""
+    n = len(images)
+    if n < 2:
+        return 0.0
+    return float(_distances(images).sum() / (n * (n - 1)))
+
+
+def aligned_diversity(images: np.ndarray) -> tuple[float, float, float] | None:
+    """Mean pairwise distance of one prompt's aligned images and its 95% jackknife interval, or None below
+    ``MIN_ALIGNED`` images."""
+    n = len(images)
+    if n < MIN_ALIGNED:
+        return None
+    d = _distances(images)
+    total, rows = float(d.sum()), d.sum(dim=1).numpy()
+    mean = total / (n * (n - 1))
+    loo = (total - 2.0 * rows) / ((n - 1) * (n - 2))  # the mean without image i
+    half = 1.96 * math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
+    return mean, mean - half, mean + half
+
+
+def aligned_entry(images: np.ndarray) -> dict:
+    """``{"aligned_diversity", "aligned_diversity_ci"}`` of one prompt's aligned images (both None below
+    ``MIN_ALIGNED``): the fields every report row and the reference carry."""
+    ad = aligned_diversity(images)
+    return {"aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]]}
+
+
+#: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
+SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
+
+
+def sampler_key(settings) -> dict:
+    """The sampler settings a reference is keyed on (device and dtype left out); ``settings``: a dict or an object
+    with ``to_dict()``."""
+    d = settings if isinstance(settings, dict) else settings.to_dict()
+    return {k: d.get(k) for k in SAMPLER_KEYS}
+
+
+def same_sampler(used: dict | None, made: dict | None) -> bool:
+    """Whether a row rendered with ``used`` may be compared with a reference made with ``made`` (unknown: yes)."""
+    return used is None or made is None or sampler_key(used) == sampler_key(made)
+
+
+def aligned_kept(row: dict, reference: dict | None) -> float | None:
+    """One run's aligned diversity on one prompt relative to the reference's (``{"aligned_diversity": ...}``).
+
+    ``row`` carries ``aligned_count`` and ``aligned_diversity`` (None below ``MIN_ALIGNED``). Returns 0.0 when the run
+    has too few aligned images, None when there is no reference (another model or sampler) or the row has no count."""
+    ref = (reference or {}).get("aligned_diversity")
+    if not ref or row.get("aligned_count") is None:
+        return None
+    if row["aligned_count"] < MIN_ALIGNED or row.get("aligned_diversity") is None:
+        return 0.0
+    return row["aligned_diversity"] / ref
+
+
+def kept_text(kept: float | None, count: int | None) -> str:
+    """How a report prints one prompt's aligned diversity kept: "—" (with the count) below ``MIN_ALIGNED``."""
+    if kept is None:
+        return "—"
+    if count is not None and count < MIN_ALIGNED:
+        return f"— ({count} aligned)"
+    return f"{kept:.0%}"

@@ -1,0 +1,107 @@
+"""The end-of-run artefacts: before/after image grids, the learning curve and the results table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from find_rl.evaluation.diversity import aligned_kept, kept_text
+from find_rl.worlds.shapes.pipeline import to_pil
+
+
+def image_grid(rows: dict[str, np.ndarray], path: Path, *, scale: int = 4, pad: int = 2, label_width: int = 60) -> Path:
+    """Save one row of images per label (``{label: (N, 3, H, W) in [-1, 1]}``) as a PNG with the labels on the left."""
+    tiles = {label: to_pil(imgs, scale=scale) for label, imgs in rows.items()}
+    w, h = next(iter(tiles.values()))[0].size
+    n = max(len(t) for t in tiles.values())
+    label_w = label_width
+    canvas = Image.new("RGB", (label_w + n * (w + pad), len(tiles) * (h + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, ims) in enumerate(tiles.items()):
+        draw.text((4, r * (h + pad) + h // 2 - 5), label, fill=(0, 0, 0))
+        for c, im in enumerate(ims):
+            canvas.paste(im, (label_w + c * (w + pad), r * (h + pad)))
+    canvas.save(path)
+    return path
+
+
+def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
+    """Mean reward and per-prompt training-batch alignment against reward evaluations per prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [h["reward_evals_per_prompt"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(x, [h["reward_mean"] for h in history], label="mean reward")
+    a1.plot(x, [h["alignment"] for h in history], label="mean alignment")
+    a1.set_xlabel("reward evaluations per prompt")
+    a1.set_ylim(0, 1.02)
+    a1.legend()
+    a1.set_title("training batches")
+    for p in prompts:
+        a2.plot(x, [h["alignment_per_prompt"].get(p, np.nan) for h in history], label=p)
+    a2.set_xlabel("reward evaluations per prompt")
+    a2.set_ylim(0, 1.02)
+    a2.set_title("alignment per prompt (training batches)")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+COLUMNS = ("prompt", "base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity",
+           "diversity_kept", "find_aligned_count", "find_aligned_diversity", "ceiling_aligned_diversity", "aligned_kept",
+           "samples", "held_out")
+_MEANS = ("base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity", "diversity_kept")
+
+
+def results_rows(base: dict, find: dict, *, held_out=(), ceiling: dict | None = None) -> list[dict]:
+    """One row per prompt; ``ceiling``: the frozen model's aligned images per prompt (:func:`find_rl.evaluation.scoring.aligned_ceiling`),
+    against which the aligned diversity is "kept"."""
+    rows = []
+    for p, f in find.items():
+        b, c = base[p], (ceiling or {}).get(p, {})
+        kept = aligned_kept(f, c)
+        rows.append({"prompt": p, "base_alignment": b["alignment"], "find_alignment": f["alignment"],
+                     "base_strict": b["strict_alignment"], "find_strict": f["strict_alignment"],
+                     "base_diversity": b["diversity"], "find_diversity": f["diversity"],
+                     "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "find_aligned_count": f.get("aligned_count"),
+                     "find_aligned_diversity": f.get("aligned_diversity"), "ceiling_aligned_diversity": c.get("aligned_diversity"),
+                     "aligned_kept": kept, "samples": f["samples"], "held_out": p in held_out})
+    return rows
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{v:.0%}"
+
+
+def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Path, Path]:
+    csv_path, md_path = out / "results.csv", out / "results.md"
+    with csv_path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    lines = [header, "", "| prompt | alignment base → FIND | strict base → FIND | diversity base → FIND (kept) | "
+             "aligned diversity kept (aligned images) |", "|---|---|---|---|---|"]
+    for r in rows:
+        name = r["prompt"] + (" *(held out)*" if r.get("held_out") else "")
+        lines.append(f"| {name} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
+                     f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) | "
+                     f"{kept_text(r.get('aligned_kept'), r.get('find_aligned_count'))} ({r.get('find_aligned_count')}) |")
+    for label, group in (("mean", [r for r in rows if not r.get("held_out")]), ("mean, held out", [r for r in rows if r.get("held_out")])):
+        if not group:
+            continue
+        mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
+        kept = [r["aligned_kept"] for r in group if r.get("aligned_kept") is not None]  # a failed prompt counts 0
+        akept = f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept and len(kept) == len(group) else "—"
+        lines.append(f"| **{label}** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
+                     f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) | "
+                     f"{akept} |")
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path

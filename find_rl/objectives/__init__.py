@@ -1,0 +1,1 @@
+"""What a policy is trained toward: reward calibration, the anchor, replay, mass-covering objectives (no Ray)."""

@@ -1,0 +1,1 @@
+"""The noise-policy families' math and the portable export format (no Ray)."""

@@ -1,0 +1,157 @@
+"""The portable format of learned noise distributions (no Ray needed to read it).
+
+A policy folder holds:
+
+- ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "family": "gaussian" | "flow",
+  "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta, device,
+  dtype}, "training": {...}}``, plus ``"flow": {...}`` (the flow's constructor arguments) for the flow family. A file
+  without ``family`` is a Gaussian (the first exports).
+- ``noise_policy.safetensors``: for a **Gaussian**, tensors ``mean`` and ``std``, each ``(P, *latent_shape)`` float32;
+  row i is N(mean_i, std_i^2) over the initial latent of prompt i. For a **flow**, the flow's parameters under
+  ``flow.<name>`` and ``cond`` ``(P, F)``: each prompt's condition (one-hot or text embedding), so no text encoder is
+  needed to use it.
+
+Use it with any diffusers pipeline: ``latents = policy.sample(prompt, n)`` (a Gaussian: ``mean[i] + std[i] * eps``;
+a flow: ``T_c(eps)``), then ``pipe(prompt, latents=latents)``. :func:`load_policy` validates both files and raises a
+one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "find_rl.noise_policy"
+VERSION = 1
+TENSORS_FILE = "noise_policy.safetensors"
+META_FILE = "noise_policy.json"
+
+
+@dataclass
+class NoisePolicy:
+    prompts: list[str]
+    mean: torch.Tensor  # (P, *latent_shape)
+    std: torch.Tensor  # (P, *latent_shape)
+    model: str = "shapes"
+    sampler: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.mean.shape[1:])
+
+    def index(self, prompt: str) -> int:
+        if prompt not in self.prompts:
+            raise ValueError(f"prompt {prompt!r} is not in this policy; it was trained for: {', '.join(map(repr, self.prompts))}")
+        return self.prompts.index(prompt)
+
+    family = "gaussian"
+
+    def sample(self, prompt: str, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` initial latents ``(n, *latent_shape)`` drawn from this prompt's learned distribution."""
+        eps = torch.randn((n, *self.latent_shape), generator=generator)
+        return self.transform([self.index(prompt)], eps[None])[0]
+
+    def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
+        """Base noise ``eps`` ``(len(indices), S, *latent_shape)`` from N(0, I) -> the same shape from each prompt's
+        distribution (the same eps for every policy: methods are compared on the same noise)."""
+        shape = (len(indices), 1, *self.latent_shape)
+        return self.mean[indices].reshape(shape) + self.std[indices].reshape(shape) * eps
+
+
+@dataclass
+class FlowPolicy:
+    """The flow family: q(z | c_i) = the pushforward of N(0, I) by the conditional flow T_{c_i} (:mod:`find_rl.policies.flow`)."""
+
+    prompts: list[str]
+    flow: torch.nn.Module  # find_rl.policies.flow.ConditionalCouplingFlow
+    cond: torch.Tensor  # (P, F): each prompt's condition
+    model: str = "shapes"
+    sampler: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    family = "flow"
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.flow.view.latent_shape)
+
+    index = NoisePolicy.index
+    sample = NoisePolicy.sample  # both families draw eps ~ N(0, I) and map it through their own ``transform``
+
+    @torch.no_grad()
+    def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
+        p, s = eps.shape[:2]
+        cond = self.cond[indices].repeat_interleave(s, 0)
+        z, _ = self.flow(eps.reshape(p * s, -1), cond)
+        return z.reshape(eps.shape)
+
+
+def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": VERSION, "family": policy.family, "prompts": policy.prompts, "model": policy.model,
+            "latent_shape": list(policy.latent_shape), "sampler": policy.sampler, "training": policy.training}
+    if policy.family == "flow":
+        tensors = {f"flow.{k}": v for k, v in policy.flow.state_dict().items()} | {"cond": policy.cond}
+        meta["flow"] = policy.flow.config()
+    else:
+        tensors = {"mean": policy.mean, "std": policy.std}
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(d / TENSORS_FILE))
+    (d / META_FILE).write_text(json.dumps(meta, indent=2))
+    return d
+
+
+def load_policy(directory: str | Path) -> NoisePolicy:
+    d = Path(directory)
+    meta_path, tensor_path = d / META_FILE, d / TENSORS_FILE
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise ValueError(f"{d} is not an exported find_rl policy: it needs {META_FILE} and {TENSORS_FILE} (written by find_rl.train)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path} is corrupt ({e.__class__.__name__}); re-export the policy") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a find_rl noise policy (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{meta_path} has version {meta.get('version')}; this find_rl reads version {VERSION}")
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{tensor_path} is corrupt or unreadable ({e.__class__.__name__}); re-export the policy") from None
+    if meta.get("family", "gaussian") == "flow":
+        return _load_flow(meta, tensors, tensor_path)
+    if set(tensors) != {"mean", "std"}:
+        raise ValueError(f"{tensor_path} must hold exactly 'mean' and 'std', found {sorted(tensors)}")
+    mean, std = tensors["mean"], tensors["std"]
+    prompts = meta.get("prompts")
+    expect = (len(prompts or []), *meta.get("latent_shape", []))
+    if not prompts or tuple(mean.shape) != expect or tuple(std.shape) != expect:
+        raise ValueError(f"{tensor_path}: mean {tuple(mean.shape)} / std {tuple(std.shape)} do not match {expect} from {META_FILE}")
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise ValueError(f"{tensor_path} holds NaN/inf or non-positive std values; re-export the policy")
+    return NoisePolicy(prompts=list(prompts), mean=mean, std=std, model=meta.get("model", "shapes"),
+                       sampler=meta.get("sampler", {}), training=meta.get("training", {}))
+
+
+def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
+    from find_rl.policies.flow import ConditionalCouplingFlow
+
+    prompts = meta.get("prompts")
+    try:
+        flow = ConditionalCouplingFlow(**meta["flow"])
+        flow.load_state_dict({k[len("flow."):]: v for k, v in tensors.items() if k.startswith("flow.")})
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise ValueError(f"{tensor_path}: the flow does not load ({first}); re-export the policy") from None
+    cond = tensors.get("cond")
+    if not prompts or cond is None or len(cond) != len(prompts) or tuple(flow.view.latent_shape) != tuple(meta.get("latent_shape", [])):
+        raise ValueError(f"{tensor_path}: conditions / latent shape do not match {META_FILE}; re-export the policy")
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
+    return FlowPolicy(prompts=list(prompts), flow=flow.eval(), cond=cond, model=meta.get("model", "shapes"),
+                      sampler=meta.get("sampler", {}), training=meta.get("training", {}))

@@ -1,0 +1,1 @@
+"""Rewards: the registry, the released-weight loaders, the scorer actors."""

@@ -1,0 +1,1 @@
+"""One FIND run: its loop, its artefacts, its live tracking and metrics."""

@@ -1,0 +1,66 @@
+"""What a finished FIND run leaves in its folder: the portable export, the learning curve, and (on the shapes world)
+before/after image grids and the results table scored on fresh samples, never the training batches.
+
+- ``noise_policy.safetensors`` + ``noise_policy.json`` (:mod:`find_rl.policies.export`; ``training`` records the settings);
+- ``curve.png`` (training-batch reward and alignment per prompt);
+- ``grid_<prompt>.png``, ``results.md``, ``results.csv`` (``--eval-samples`` fresh samples per prompt, seed 10000 + seed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from find_rl.core.progress import FindProgress
+from find_rl.core.settings import RunSettings
+
+logger = logging.getLogger("find_rl.run.artifacts")
+
+
+def training_record(run: RunSettings) -> dict:
+    """What an exported policy says about how it was trained (``noise_policy.json``'s ``training``)."""
+    loop = run.loop
+    settings = run.to_dict()
+    training = {"iterations": loop.iterations, "seed": loop.seed, "reward": run.reward_spec, "clip_param": run.find.clip,
+                "reward_evals_per_prompt": loop.iterations * run.samples_per_prompt_per_iteration,
+                "policy_type": run.policy.policy_type, "settings": {k: v for k, v in settings.items() if k != "prompts"}}
+    return training
+
+
+def export(run_dir: Path, policy) -> Path:
+    """Write the learned policy (:meth:`find_rl.run.find_run.FindRun.policy`) in the portable format."""
+    from find_rl.policies.export import save_policy
+
+    path = save_policy(run_dir, policy)
+    logger.info("exported %s/noise_policy.safetensors", run_dir)
+    return path
+
+
+def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress]) -> list[dict]:
+    """Export, draw the curve and (shapes world, ``eval_samples`` > 0) score fresh samples: the per-prompt result rows
+    (:func:`find_rl.evaluation.report.results_rows`; empty when not evaluated)."""
+    from find_rl.evaluation.report import image_grid, plot_curves, results_rows, write_results
+    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.evaluation.scoring import evaluate_distributions, load_aligned_ceiling
+
+    export(run_dir, policy)
+    if history:
+        plot_curves([h.to_dict() for h in history], run.prompts, run_dir / "curve.png")
+    samples = run.loop.eval_samples
+    if samples <= 0 or run.model != "shapes":
+        return []
+    sampler = DiffusionSampler.from_pretrained(run.model, run.sampler)
+    prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
+    seed = 10_000 + run.loop.seed  # fresh noise, never the training stream
+    base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, return_images=16)
+    after = evaluate_distributions(prompts=prompts, transform=lambda u: policy.transform(list(range(len(prompts))), u),
+                                   samples=samples, seed=seed, sampler=sampler, return_images=16)
+    for p in prompts:
+        image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
+    rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model, run.sampler))
+    evals = run.loop.iterations * run.samples_per_prompt_per_iteration
+    header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
+              f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
+              "(detector IoU >= 0.7; strict 0.8)")
+    write_results(rows, run_dir, header=header)
+    return rows

@@ -1,0 +1,114 @@
+"""``ShapesPipeline``: the embedded text-to-image model, a diffusers pipeline in pixel space.
+
+Components: a ``UNet2DModel`` conditioned through ``class_labels`` on the prompt embedding (x0 prediction), a
+``DDIMScheduler`` and a :class:`~find_rl.worlds.shapes.text_encoder.ShapesTextEncoder`. Saved with
+``save_pretrained`` and loaded with ``from_pretrained`` (safetensors), exactly as a Stable Diffusion checkpoint
+is. As in ``StableDiffusionPipeline``, the initial noise enters through ``latents=``; here the "latent" is the
+image itself (3 x 16 x 16), so the noise policy acts on 768 numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from PIL import Image
+
+from find_rl.worlds.shapes.text_encoder import ShapesTextEncoder
+
+
+class ShapesPipeline(DiffusionPipeline):
+    def __init__(self, unet: UNet2DModel, scheduler: DDIMScheduler, text_encoder: ShapesTextEncoder):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, *size)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        num_inference_steps: int = 10,
+        guidance_scale: float = 1.0,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Render one image per prompt.
+
+        1. Embed the prompts (and the empty prompt when ``guidance_scale > 1``).
+        2. Start from ``latents`` (the initial noise; drawn from N(0, I) with ``generator`` if not given).
+        3. Run the scheduler's denoising loop; the UNet predicts x0 (``prediction_type="sample"``).
+        4. Return images in [-1, 1] as ``(N, 3, H, W)`` float32 (``"np"``/``"pt"``) or PIL images (``"pil"``).
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        device, dtype = self.unet.device, self.unet.dtype
+        cond = self.text_encoder.encode(prompts).to(dtype)
+        do_cfg = guidance_scale > 1.0
+        if do_cfg:
+            cond = torch.cat([self.text_encoder.encode([""] * len(prompts)).to(dtype), cond])
+        shape = (len(prompts), *self.latent_shape)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape} for {len(prompts)} prompts")
+        x = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        for t in self.scheduler.timesteps:
+            model_in = torch.cat([x, x]) if do_cfg else x
+            out = self.unet(model_in, t, class_labels=cond).sample
+            if do_cfg:
+                uncond, text = out.chunk(2)
+                out = uncond + guidance_scale * (text - uncond)
+            x = self.scheduler.step(out, t, x, eta=eta, generator=generator).prev_sample
+        images = x.clamp(-1, 1).float()
+        if output_type == "pt":
+            result = images
+        elif output_type == "np":
+            result = images.cpu().numpy()
+        elif output_type == "pil":
+            result = to_pil(images.cpu().numpy())
+        else:
+            raise ValueError(f"output_type must be 'np', 'pt' or 'pil', got {output_type!r}")
+        return ImagePipelineOutput(images=result) if return_dict else (result,)
+
+
+def to_pil(images: np.ndarray, scale: int = 1) -> list[Image.Image]:
+    """``(N, 3, H, W)`` in [-1, 1] -> PIL images, optionally upscaled by ``scale`` (nearest neighbour)."""
+    arr = ((np.asarray(images).transpose(0, 2, 3, 1) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    pils = [Image.fromarray(a) for a in arr]
+    if scale > 1:
+        pils = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pils]
+    return pils
+
+
+def build_pipeline(*, embed_dim: int = 64, num_train_timesteps: int = 1000) -> ShapesPipeline:
+    """A fresh, untrained shapes pipeline (the architecture of the shipped model)."""
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+        norm_num_groups=8,
+        class_embed_type="identity",
+    )
+    if embed_dim != unet.config.block_out_channels[0] * 4:
+        raise ValueError(f"embed_dim must equal 4 x the first block width ({unet.config.block_out_channels[0] * 4})")
+    scheduler = DDIMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="sample",
+        clip_sample=True,
+        set_alpha_to_one=False,
+    )
+    return ShapesPipeline(unet=unet, scheduler=scheduler, text_encoder=ShapesTextEncoder(embed_dim=embed_dim))
