@@ -29,7 +29,7 @@ def main() -> None:
     import ray
 
     from find_rl.rllib.config import find_ppo_config
-    from find_rl.rewards.registry import ShapesReward
+    from find_rl.rewards.registry import WorldReward
     from find_rl.run.find_run import resolve
     from find_rl.diffusion.sampler import DiffusionSampler
     from find_rl.core.settings import RunSettings
@@ -38,7 +38,7 @@ def main() -> None:
     run = resolve(RunSettings().replace(threads=args.threads))
     algo = find_ppo_config(run).build_algo()
     sampler = DiffusionSampler.from_pretrained("shapes")
-    reward = ShapesReward()
+    reward = WorldReward("shapes")
     prompts = [p for _ in range(run.samples_per_prompt) for p in run.prompts]
     gen = torch.Generator().manual_seed(0)
     it_times, plain_times = [], []

@@ -29,12 +29,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from find_rl.evaluate import diversity
     from find_rl.policies.export import load_policy
-    from find_rl.rewards.registry import ShapesReward
+    from find_rl.rewards.registry import WorldReward
     from find_rl.diffusion.sampler import DiffusionSampler
     from find_rl.worlds.shapes.world import rare_prompts
 
     sampler = DiffusionSampler.from_pretrained("shapes")
-    reward = ShapesReward()
+    reward = WorldReward("shapes")
     pol = load_policy(args.policy) if args.policy else None
     gen = torch.Generator().manual_seed(args.seed)
     print(f"sqrt(D) = {math.sqrt(sampler.latent_dim):.1f} (norm of a typical N(0, I) sample)")

@@ -35,9 +35,10 @@ from find_rl.core.observation import prompt_features
 from find_rl.rewards.registry import make_reward, score_batch
 from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 from find_rl.core.settings import check_prompts
-from find_rl.worlds.shapes.world import rare_prompts
+from find_rl.worlds import get_world
 
-INFO_KEYS = ("score", "aligned", "shape_ok", "colour_ok", "valid")
+#: per-image results the env copies into ``info`` when the reward gives them (a world's exact scorer gives most)
+INFO_KEYS = ("score", "aligned", "strict", "shape_ok", "colour_ok", "valid")
 
 
 class _Bandit:
@@ -46,9 +47,10 @@ class _Bandit:
     def __init__(
         self,
         *,
-        model: str = "shapes",
+        world: str = "shapes",
+        model: str | None = None,
         prompts: list[str] | None = None,
-        reward: str | list[str] = "shapes",
+        reward: str | list[str] | None = None,
         sampler: SamplerSettings | dict | None = None,
         num_reward_workers: int = 0,
         prompt_assignment: str = "round_robin",
@@ -57,7 +59,8 @@ class _Bandit:
     ):
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.prompts = list(prompts) if prompts is not None else rare_prompts()
+        model, reward = model or world, reward or world  # the world's own model and exact scorer by default
+        self.prompts = list(prompts) if prompts is not None else get_world(world).default_prompts()
         if not self.prompts:
             raise ValueError("prompts is empty; give the env at least one prompt")
         check_prompts(self.prompts, "prompts")

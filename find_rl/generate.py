@@ -14,15 +14,42 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from find_rl.core import fields
+from find_rl.core.fields import at_least, one_of, setting
+from find_rl.core.settings import WORLD_NAMES
+
+
+@dataclass
+class GenerateSettings:
+    """What ``python -m find_rl.generate`` renders (its flags are generated from these declarations)."""
+
+    prompt: str = setting(help="the prompt to render")
+    out: Path = setting(cli={"type": Path}, help="folder for the PNGs (GIFs for video pipelines) and grid.png")
+    policy: str = setting("base", help="'base' or a folder written by find_rl.train")
+    world: str | None = setting(None, check=one_of(*WORLD_NAMES), cli={"choices": WORLD_NAMES},
+                                help="for base: the world whose model renders (default shapes)")
+    num_images: int = setting(8, check=at_least(1))
+    model: str | None = setting(None, help="override the policy's model (a pipeline folder or hub id)")
+    seed: int = setting(0)
+    scale: int | None = setting(None, check=at_least(1), cli={"type": int},
+                                help="upscale factor for small images (default: to >= 128 px)")
+    device: str | None = setting(None, help="override the policy's sampler device (e.g. cpu, cuda)")
+    threads: int = setting(2, check=at_least(1))
+
+    def __post_init__(self):
+        fields.check_fields(self)
+
 
 def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str | None = None, seed: int = 0,
-             scale: int | None = None, batch_size: int = 64, device: str | None = None) -> list[Path]:
+             scale: int | None = None, batch_size: int = 64, device: str | None = None, world: str | None = None) -> list[Path]:
+    """Render ``num_images`` PNGs (GIFs for video) of ``prompt`` into ``out``, plus ``grid.png`` captioned with the prompt."""
     from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
-    from find_rl.worlds.shapes.pipeline import to_pil
+    from find_rl.diffusion.images import to_pil
 
     if num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {num_images}")
@@ -41,7 +68,7 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
         settings = dict(pol.sampler)
     if device is not None:
         settings["device"] = device
-    sampler = DiffusionSampler.from_pretrained(model or (pol.model if pol else "shapes"), SamplerSettings(**settings))
+    sampler = DiffusionSampler.from_pretrained(model or (pol.model if pol else world or "shapes"), SamplerSettings(**settings))
     if pol is not None and tuple(pol.latent_shape) != tuple(sampler.latent_shape):
         raise ValueError(f"policy latent shape {pol.latent_shape} does not fit this model (latent {sampler.latent_shape})")
     noise = pol.sample(prompt, num_images, generator=gen) if pol else torch.randn((num_images, *sampler.latent_shape), generator=gen)
@@ -63,31 +90,35 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
                 path = out / f"{start + i:04d}.png"
                 to_pil(item[None], scale=up)[0].save(path)
             paths.append(path)
+    stills = [pth for pth in paths if pth.suffix == ".png"]
+    if stills:
+        from find_rl.evaluation.report import captioned_grid
+
+        captioned_grid([str(pth) for pth in stills], prompt).save(out / "grid.png")
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m find_rl.generate", description="Render images from base or learned noise.")
-    p.add_argument("--policy", default="base", help="'base' or a folder written by find_rl.train")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--num-images", type=int, default=8)
-    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs (GIFs for video pipelines)")
-    p.add_argument("--model", default=None, help="override the policy's model (a pipeline folder or hub id)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=int, default=None, help="upscale factor for small images (default: to >= 128 px)")
-    p.add_argument("--device", default=None, help="override the policy's sampler device (e.g. cpu, cuda)")
-    p.add_argument("--threads", type=int, default=2)
+    fields.add_arguments(p, GenerateSettings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    for required in ("prompt", "out"):
+        if getattr(args, required) is None:
+            p.error(f"the following arguments are required: --{required}")
     try:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-        paths = generate(policy=args.policy, prompt=args.prompt, num_images=args.num_images, out=args.out, model=args.model,
-                         seed=args.seed, scale=args.scale, device=args.device)
+        s = fields.from_args(GenerateSettings, args)
+        torch.set_num_threads(s.threads)
+        paths = generate(policy=s.policy, prompt=s.prompt, num_images=s.num_images, out=s.out, model=s.model,
+                         seed=s.seed, scale=s.scale, device=s.device, world=s.world)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(paths)} images to {args.out}")
+    print(f"wrote {len(paths)} images to {s.out}")
     return 0
 
 

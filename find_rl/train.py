@@ -45,7 +45,9 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     from find_rl.run.find_run import resolve
 
     parts = {name: fields.from_args(cls, args) for name, cls in PARTS.items()}
-    return resolve(fields.from_args(RunSettings, args, **parts), prompts_file=args.prompts_file)
+    run = fields.from_args(RunSettings, args, **parts)
+    run.check_family(fields.given_names(args))  # a flag of another policy family, even at its default value
+    return resolve(run, prompts_file=args.prompts_file)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,13 +137,18 @@ def test_each_baseline_subtracts_its_hand_computed_value(baseline, predicted, fi
 
 def test_calibrated_baseline_is_gs_prediction_after_its_refit():
     torch.manual_seed(0)
-    cal = _cal("calibrated", steps=0)  # no refit: b is g's current output, computable beforehand
+    cal = _cal("calibrated", steps=50)
     batch = _two_groups(*BATCH)
+    feats = cal.g.features(batch["dist_inputs"], batch["prompt_feat"])
     with torch.no_grad():
-        expect = cal.g(cal.g.features(batch["dist_inputs"], batch["prompt_feat"]))
+        before = cal.g(feats).clone()
     res = cal.update(**batch)
-    assert torch.equal(res.predicted, expect)
-    assert torch.equal(res.advantages, batch["rewards"] - expect)
+    with torch.no_grad():
+        after = cal.g(feats)
+    means = torch.tensor([2.0, 6.0, 2.0, 6.0, 6.0])  # each group's batch mean, what g regresses on
+    assert torch.allclose(res.predicted, after, atol=1e-6)  # the baseline is g's output after this batch's refit
+    assert (after - means).abs().mean() < 0.5 * (before - means).abs().mean()  # and the refit fitted the group means
+    assert torch.allclose(res.advantages, batch["rewards"] - after, atol=1e-6)
     assert len(cal.get_state()["buffer"]) == 1 and not cal.get_state()["ema"]["groups"].numel()
 
 

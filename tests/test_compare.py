@@ -147,6 +147,12 @@ def test_compare_cli_end_to_end(tmp_path, capsys):
     # iteration 0 of FIND is N(0, I) itself: the frozen model on the checkpoints' noise (seed 20000 + seed)
     at0 = evaluate_distributions(prompts=prompts, samples=4, seed=20_000, sampler=DiffusionSampler.from_pretrained("shapes"))
     assert runs["find"]["fresh"][0]["alignment_per_prompt"] == {p: at0[p]["alignment"] for p in prompts}
+    # the base row is the frozen model on the scoring noise (seed 10000 + seed), exactly; its eta-1 twin is another sampler
+    base = evaluate_distributions(prompts=prompts, samples=8, seed=10_000, sampler=DiffusionSampler.from_pretrained("shapes"))
+    for p in prompts:
+        for k in ("alignment", "strict_alignment", "diversity"):
+            assert results["base"][p][k] == pytest.approx(base[p][k]), (p, k)
+    assert any(results["base (eta 1)"][p]["diversity"] != results["base"][p]["diversity"] for p in prompts)
     for method, per in results.items():
         assert list(per) == ["a green circle", "a red square"]
         for r in per.values():

@@ -67,9 +67,13 @@ def test_bad_policy_files_give_one_line_errors(policy_dir, corrupt):
 
 def test_generate_cli_base_and_policy(tmp_path, policy_dir, capsys):
     assert generate.main(["--policy", "base", "--prompt", "a green circle", "--num-images", "3", "--out", str(tmp_path / "b")]) == 0
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["0000.png", "0001.png", "0002.png", "grid.png"]
+    from PIL import Image
+
+    tile, grid = Image.open(tmp_path / "b" / "0000.png"), Image.open(tmp_path / "b" / "grid.png")
+    assert grid.width > 3 * tile.width and grid.height > tile.height  # three tiles under a caption line
     assert generate.main(["--policy", str(policy_dir), "--prompt", "a red square", "--num-images", "2", "--out", str(tmp_path / "p")]) == 0
-    assert len(list((tmp_path / "p").glob("*.png"))) == 2
+    assert len(list((tmp_path / "p").glob("0*.png"))) == 2
     assert generate.main(["--policy", str(policy_dir), "--prompt", "a blue square", "--num-images", "2", "--out", str(tmp_path / "x")]) == 2
     assert "not in this policy" in capsys.readouterr().err
     assert generate.main(["--policy", "base", "--prompt", "a purple square", "--out", str(tmp_path / "y")]) == 2

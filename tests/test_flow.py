@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
 from find_rl.policies.flow import BlockView, ConditionalCouplingFlow, replay_weights, reverse_kl
+from find_rl.core.settings import PolicySettings
 from find_rl.rllib.flow_module import FlowNoisePolicyModule, TorchFlowDistribution
 from find_rl.policies.flow_spline import rq_spline
 
@@ -191,11 +192,13 @@ def test_replay_weights_reweight_toward_the_prior():
 # RLlib module and distribution
 
 
-def _module(**cfg) -> FlowNoisePolicyModule:
+def _module(latent_shape=(3, 16, 16), prior_share=0.0, **settings) -> FlowNoisePolicyModule:
+    """The module as the run builds it: model_config from typed PolicySettings (flow family)."""
     obs = gym.spaces.Box(-np.inf, np.inf, (3 + 64,), np.float32)
     act = gym.spaces.Box(-np.inf, np.inf, (768,), np.float32)
-    return FlowNoisePolicyModule(observation_space=obs, action_space=act,
-                                 model_config=dict(num_prompts=3, latent_shape=[3, 16, 16]) | cfg)
+    policy = PolicySettings(policy_type="flow", **settings)
+    return FlowNoisePolicyModule(observation_space=obs, action_space=act, model_config=FlowNoisePolicyModule.model_config_for(
+        policy, num_prompts=3, latent_shape=latent_shape, prior_share=prior_share))
 
 
 def _obs(index: list[int]) -> torch.Tensor:
@@ -205,7 +208,7 @@ def _obs(index: list[int]) -> torch.Tensor:
     return obs
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(conditioning="embedding", flow_coupling="spline", flow_resolution=None)])
+@pytest.mark.parametrize("cfg", [dict(), dict(flow_conditioning="embedding", flow_coupling="spline", mean_resolution=None)])
 def test_module_distribution_sample_and_logp_match_the_flow(cfg):
     torch.manual_seed(0)
     m = _module(**cfg)
@@ -268,8 +271,8 @@ def test_module_helpers_for_the_learner():
     assert torch.equal(mu[0], mu[3]) and not torch.equal(mu[0], mu[1])  # one summary per prompt, deterministic
     with pytest.raises(ValueError, match="latent_shape"):
         _module(latent_shape=[4, 8, 8])
-    with pytest.raises(ValueError, match="conditioning"):
-        _module(conditioning="text")
+    with pytest.raises(ValueError, match="--flow-conditioning"):
+        _module(flow_conditioning="text")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

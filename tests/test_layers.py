@@ -138,3 +138,13 @@ def test_the_core_is_free_of_ray(module):
     src = _modules()[module].read_text()
     assert "import ray" not in src and "from ray" not in src, module
     assert all(_layer_of()[d] == 0 for d in graph[module]), module
+
+
+def test_no_module_outside_a_world_imports_it():
+    """The world seam: outside ``find_rl/worlds/<name>/`` a world is reached through ``find_rl.worlds.get_world`` only
+    (find_rl.shapes keeps two old names and is exempt)."""
+    graph = _imports(_modules())
+    leaks = [f"{m} imports {d}" for m, deps in graph.items() for d in deps
+             if d.startswith("find_rl.worlds.") and not m.startswith(".".join(d.split(".")[:3]))
+             and not m.startswith("find_rl.shapes")]
+    assert not leaks, "go through find_rl.worlds.get_world:\n" + "\n".join(leaks)

@@ -18,7 +18,7 @@ FAMILIES = {
 }
 
 
-def _learn(tmp_path, family: str, *, flip: bool = False, monkeypatch=None) -> tuple[float, float]:
+def _learn(tmp_path, family: str, *, flip: bool = False, monkeypatch=None) -> tuple[float, float, float]:
     from find_rl.objectives.calibration import RewardCalibrator
     from find_rl.run.find_run import FindRun, resolve
     from find_rl.core.settings import RunSettings
@@ -38,16 +38,20 @@ def _learn(tmp_path, family: str, *, flip: bool = False, monkeypatch=None) -> tu
         rows = list(fr.iterations(checkpoints=False))
     frozen = rows[0].reward_mean
     learned = float(np.mean([r.reward_mean for r in rows[-5:]]))
-    return frozen, learned
+    return frozen, learned, rows[-1].mu_abs_mean  # mu_abs_mean: how far the policy's mean moved from N(0, I)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_short_run_raises_the_training_reward(ray_local, tmp_path, family):
-    frozen, learned = _learn(tmp_path, family)
+    frozen, learned, _ = _learn(tmp_path, family)
     assert learned > frozen + 0.15, (family, frozen, learned)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_the_same_run_with_the_advantage_sign_flipped_does_not_learn(ray_local, tmp_path, monkeypatch, family):
-    frozen, learned = _learn(tmp_path, family, flip=True, monkeypatch=monkeypatch)
+    frozen, learned, moved = _learn(tmp_path, family, flip=True, monkeypatch=monkeypatch)
     assert not learned > frozen + 0.15, (family, frozen, learned)  # the check above would fail on this run
+    # and it is a run that trained (not one that returned NaN or never moved): finite rewards, no higher than the
+    # frozen model's, from a policy that moved away from N(0, I)
+    assert np.isfinite(frozen) and np.isfinite(learned) and learned <= frozen + 0.02, (family, frozen, learned)
+    assert moved > 0.05, (family, moved)

@@ -7,14 +7,17 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
+from find_rl.core.settings import PolicySettings
 from find_rl.rllib.noise_module import NoisePolicyModule
 
 
-def _module(**cfg):
+def _module(latent_shape=(3, 16, 16), **settings):
+    """The module as the run builds it: model_config from typed PolicySettings (per-prompt family)."""
     obs = gym.spaces.Box(-np.inf, np.inf, (3 + 64,), np.float32)
     act = gym.spaces.Box(-np.inf, np.inf, (768,), np.float32)
-    base = dict(num_prompts=3, latent_shape=[3, 16, 16], mean_resolution=4, std_mode="scalar", learn_std=True, min_std=0.5)
-    return NoisePolicyModule(observation_space=obs, action_space=act, model_config=base | cfg)
+    policy = PolicySettings(**(dict(mean_resolution=4, learn_std=True, min_std=0.5) | settings))
+    return NoisePolicyModule(observation_space=obs, action_space=act,
+                             model_config=NoisePolicyModule.model_config_for(policy, num_prompts=3, latent_shape=latent_shape))
 
 
 def test_starts_at_standard_normal_and_outputs_mean_then_log_std():
@@ -64,7 +67,7 @@ def test_highpass_mean_has_zero_block_averages():
 def test_element_std_and_bad_config():
     m = _module(std_mode="element", mean_resolution=None)
     assert m.log_std.shape == (3, 768) and m.mu.shape == (3, 3, 16, 16)
-    with pytest.raises(ValueError, match="std_mode"):
+    with pytest.raises(ValueError, match="--std-mode"):
         _module(std_mode="diag")
     with pytest.raises(ValueError, match="latent_shape"):
         _module(latent_shape=[4, 8, 8])

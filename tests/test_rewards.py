@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from find_rl.rewards.registry import ClipScore, RewardSpec, ShapesReward, WeightedReward, make_reward, score_batch
+from find_rl.rewards.registry import ClipScore, RewardSpec, WorldReward, WeightedReward, make_reward, score_batch
 
 
 def test_spec_parsing():
@@ -56,7 +56,7 @@ def test_weighted_sum_of_rewards(tiny_clip):
 
 def test_single_detector_term_keeps_its_attributes():
     r = make_reward("shapes")
-    assert isinstance(r, WeightedReward) and isinstance(r.terms[0][1], ShapesReward)
+    assert isinstance(r, WeightedReward) and isinstance(r.terms[0][1], WorldReward)
     out = score_batch(r, np.full((2, 3, 16, 16), -1.0, np.float32), ["a red square", "a blue circle"])
     assert set(out) >= {"score", "aligned", "valid"} and not out["aligned"].any()
 

@@ -51,6 +51,16 @@ def test_learner_pipeline_replaces_gae_with_calibration(ray_local):
         algo.stop()
 
 
+def test_ppo_knobs_are_honoured_under_rllibs_names(ray_local):
+    """clip_param set through RLlib's own config.training() after FIND's settings is the one the loss clips at."""
+    algo = _config().training(clip_param=0.3).build_algo()
+    try:
+        learner = algo.learner_group._learner
+        assert learner.state_for_objective.clip == 0.3 and algo.config.clip_param == 0.3
+    finally:
+        algo.stop()
+
+
 def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_local, tmp_path):
     from ray.rllib.algorithms.algorithm import Algorithm
 
@@ -83,18 +93,29 @@ def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_loc
 @pytest.mark.parametrize("kw", [dict(baseline="none"), dict(clip_param=math.inf), dict(surrogate="clamp"),
                                 dict(anchor="l2", anchor_coeff=0.01), dict(target_alignment=0.5)])
 def test_ablations_train(ray_local, kw):
+    """Each ablation reaches the learner and changes what it does (the loss itself is checked by hand in test_losses)."""
     algo = _config(**kw).build_algo()
     try:
+        learner = algo.learner_group._learner
+        for name, value in kw.items():
+            assert getattr(learner.find_settings, name) == value, name  # the setting reached the learner
         f = algo.train()["learners"]["default_policy"]["find"]
-        assert math.isfinite(f["policy_loss"])
-        if kw.get("clip_param", 0.2) == math.inf:
-            assert f["clip_fraction"] == 0.0
+        assert math.isfinite(f["policy_loss"]) and f["mu_abs_mean"] > 0  # it trained, away from N(0, I)
+        if kw.get("clip_param") == math.inf:  # no clip: the same batch moves the ratio further than the default clip lets it
+            assert learner.find_settings.clip is None and f["clip_fraction"] == 0.0
+            clipped = _config().build_algo()
+            try:
+                g = clipped.train()["learners"]["default_policy"]["find"]
+            finally:
+                clipped.stop()
+            assert f["approx_kl"] > 2 * g["approx_kl"] > 0 and g["clip_fraction"] > 0
         if kw.get("baseline") == "none":
             assert f["calibration_pred_mean"] == 0.0  # g is not used
         if kw.get("anchor") == "l2":
-            assert f["anchor"] > 0.0
+            mu = algo.get_module().distribution(torch.arange(2))[0]
+            # sigma = 1: the anchor is the mean mu^2 of the policy before the last update, below the one after it
+            assert 0 < f["anchor"] <= 1.01 * float((mu.detach() ** 2).mean())
         if "target_alignment" in kw:
-            learner = algo.learner_group._learner
             assert "anchor_coeff_mean" in f
             assert "adaptive_anchor" in learner.get_state()
             assert not torch.allclose(learner.adaptive_anchor.coeffs, torch.full((2,), 1e-3))  # it adapted
@@ -266,9 +287,9 @@ class _HalfNaNReward:
     """The detector's score, but NaN for every second image: those samples must be skipped and counted."""
 
     def __call__(self, images, prompts):
-        from find_rl.rewards.registry import ShapesReward
+        from find_rl.rewards.registry import WorldReward
 
-        s = ShapesReward()(images, prompts).astype(float)
+        s = WorldReward("shapes")(images, prompts).astype(float)
         s[::2] = float("nan")
         return s
 

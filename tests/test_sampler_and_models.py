@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from find_rl.diffusion.models import SHAPES_MODEL_DIR, load_pipeline
+from find_rl.diffusion.models import load_pipeline
+from find_rl.worlds import get_world
+
+SHAPES_MODEL_DIR = get_world("shapes").model_dir
 from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 from find_rl.worlds.shapes.pipeline import ShapesPipeline
 

@@ -16,6 +16,7 @@ NAN, INF = math.nan, math.inf
 
 # (part, field, a bad value, what the message must contain); every field with a check appears at least once
 BAD = [
+    (RunSettings, "world", "planet", "--world must be one of"),
     (SamplerSettings, "num_inference_steps", 0, "--num-inference-steps must be >= 1"),
     (SamplerSettings, "guidance_scale", NAN, "--guidance-scale must be a finite number"),
     (SamplerSettings, "eta", 2.0, "--eta must be in [0, 1]"),
@@ -104,9 +105,13 @@ def test_every_checked_field_is_covered_above():
     (dict(prompts=["a", " "]), "empty prompt"),
     (dict(prompts=["a"], eval_prompts=["a"], policy=PolicySettings(policy_type="amortized")), "must be held out"),
     (dict(eval_prompts=["b"]), "needs --policy-type amortized"),
-    (dict(reward=[]), "names no reward"),
     (dict(find=FindSettings(objective="log-variance")), "need the flow family's exact log-density"),
-    (dict(find=FindSettings(prior_share=0.2)), "need the flow family's exact log-density"),
+    (dict(find=FindSettings(prior_share=0.2)), "--prior-share is a setting of the flow policy"),
+    (dict(find=FindSettings(kl_coeff=0.5)), "--kl-coeff is a setting of the flow policy; the per-prompt policy does not use it"),
+    (dict(policy=PolicySettings(policy_type="flow"), find=FindSettings(anchor_coeff=0.01)),
+     "--anchor-coeff is a setting of the per-prompt / amortized policy; the flow policy does not use it"),
+    (dict(world="scenes", model="shapes"), "name the shapes world while --world is scenes"),
+    (dict(reward=["shapes-strict"], world="scenes"), "name the shapes world while --world is scenes"),
 ])
 def test_cross_field_checks(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -124,13 +129,23 @@ def test_checks_that_need_the_latent_shape(kw, msg):
         run.validate()
 
 
+def test_the_world_supplies_the_default_model_and_reward():
+    run = RunSettings()
+    assert (run.world, run.model, run.reward) == ("shapes", "shapes", ["shapes"])
+    run = RunSettings(world="scenes")
+    assert (run.model, run.reward) == ("scenes", ["scenes"])
+    assert RunSettings(world="scenes", reward=["clip=some/clip"]).reward == ["clip=some/clip"]
+
+
 def test_part_level_combinations():
-    with pytest.raises(ValueError, match="scalar std"):
+    with pytest.raises(ValueError, match="--std-mode is a setting of the per-prompt policy; the amortized policy"):
         PolicySettings(policy_type="amortized", std_mode="element")
-    with pytest.raises(ValueError, match="--mean-upsampling is a per-prompt setting"):
+    with pytest.raises(ValueError, match="--mean-upsampling is a setting of the per-prompt policy"):
         PolicySettings(policy_type="flow", mean_upsampling="nearest")
+    with pytest.raises(ValueError, match="--flow-blocks is a setting of the flow policy"):
+        PolicySettings(flow_blocks=2)
     with pytest.raises(ValueError, match="needs --amortized-hidden > 0"):
-        PolicySettings(amortized_linear=False, amortized_hidden=0)
+        PolicySettings(policy_type="amortized", amortized_linear=False, amortized_hidden=0)
     with pytest.raises(ValueError, match="choose --anchor kl or l2"):
         FindSettings(target_alignment=0.9, anchor="none")
 
@@ -237,3 +252,17 @@ def test_compare_settings_are_declared_the_same_way():
     with pytest.raises(ValueError, match="--samples must be >= 2"):
         settings_from_args(build_parser().parse_args(["--methods", "find", "--out", "/tmp/x", "--samples", "1"]))
     assert isinstance(build_parser(), argparse.ArgumentParser)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--kl-coeff", "0.01"], "--kl-coeff"),  # a flow setting at its default value, with the Gaussian family
+    (["--policy-type", "flow", "--anchor-coeff", "0.01"], "--anchor-coeff"),
+    (["--policy-type", "amortized", "--mean-upsampling", "bilinear"], "--mean-upsampling"),
+])
+def test_a_setting_of_another_family_ends_the_command_in_one_line_before_ray_starts(argv, flag, tmp_path, capsys):
+    from find_rl import train
+
+    assert train.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: {flag} is a setting of the") and f"drop {flag}" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written (and before Ray)

@@ -27,7 +27,9 @@ def test_shipped_model_shows_the_problem_find_fixes():
     (0.885 under the mended detector, which refuses the model's 1.25-1.4 rectangles as squares)."""
     import json
 
-    from find_rl.diffusion.models import SHAPES_MODEL_DIR
+    from find_rl.worlds import get_world
+
+    SHAPES_MODEL_DIR = get_world("shapes").model_dir
 
     base = json.loads((SHAPES_MODEL_DIR / "baseline.json").read_text())
     assert base["samples"] >= 256

@@ -27,6 +27,8 @@ def save_run(path: Path, res: dict) -> None:
 def run_key(cs: CompareSettings, method: str) -> dict:
     """What a finished run depends on: a rerun reuses it only when all of this is unchanged."""
     key = {"prompts": cs.prompts, "samples": cs.samples, "iterations": cs.iterations, "samples_per_prompt": cs.samples_per_prompt}
+    if cs.world != "shapes":  # (runs cached before worlds existed were all on shapes)
+        key |= {"world": cs.world}
     if cs.device != "cpu":  # timings (and float rounding) differ by device
         key |= {"device": cs.device}
     if method == "ddpo":

@@ -25,14 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> CompareSettings:
-    """The comparison's settings, every check done (prompts against the shapes world, the device) before anything runs."""
+    """The comparison's settings, every check done (prompts against the world, the device) before anything runs."""
     from find_rl.diffusion.sampler import check_device
-    from find_rl.worlds.shapes.world import parse_prompt, rare_prompts
+    from find_rl.worlds import get_world
 
     cs = fields.from_args(CompareSettings, args)
-    cs.prompts = list(cs.prompts) or rare_prompts()
+    world = get_world(cs.world)
+    cs.prompts = list(cs.prompts) or world.default_prompts()
     for p in cs.prompts + list(cs.held_out):
-        parse_prompt(p)
+        world.check_prompt(p)
+    if cs.world != "shapes" and "ddpo" in cs.methods:
+        raise ValueError("ddpo fine-tunes the shapes model's class-conditioned UNet; drop ddpo from --methods with --world "
+                         f"{cs.world}")
     check_device(cs.device)
     return cs
 
@@ -46,8 +50,8 @@ def run_comparison(cs: CompareSettings, log=print) -> dict:
     from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
 
     cs.out.mkdir(parents=True, exist_ok=True)
-    sampler = DiffusionSampler.from_pretrained("shapes", SamplerSettings(device=cs.device))
-    reward = make_reward("shapes")
+    sampler = DiffusionSampler.from_pretrained(cs.world, SamplerSettings(device=cs.device))
+    reward = make_reward(cs.world)
     runs: dict[str, list[dict]] = {}
     with ray_session(actors=cs.ddpo_workers):  # one Ray for every method that uses it (FIND's RLlib, DDPO's Ray Train)
         for method in cs.methods:

@@ -66,7 +66,8 @@ class _Clock:
 
 
 def _scoring(cs: CompareSettings, seed: int, sampler) -> dict:
-    return dict(prompts=cs.prompts, samples=cs.samples, seed=10_000 + seed, sampler=sampler, return_images=cs.grid_images)
+    return dict(prompts=cs.prompts, samples=cs.samples, seed=10_000 + seed, sampler=sampler, return_images=cs.grid_images,
+                world=cs.world)
 
 
 ETA1 = " (eta 1)"
@@ -87,7 +88,7 @@ def _fresh_row(scores: dict, iteration: int, evals: int, wall_s: float) -> Histo
 
 
 def _checkpoint_scoring(cs: CompareSettings, seed: int, sampler) -> dict:
-    return dict(prompts=cs.prompts, samples=cs.checkpoint_samples, seed=20_000 + seed, sampler=sampler)
+    return dict(prompts=cs.prompts, samples=cs.checkpoint_samples, seed=20_000 + seed, sampler=sampler, world=cs.world)
 
 
 def _keep(cs: CompareSettings, iteration: int) -> bool:
@@ -106,7 +107,7 @@ def best_of_n(n: int):
 
         with _Clock() as c:
             picked = pick(sampler, reward, cs.prompts, n=n, images=cs.samples, seed=10_000 + seed)
-        scores = score_image_sets({p: v["images"] for p, v in picked.items()}, return_images=cs.grid_images)
+        scores = score_image_sets({p: v["images"] for p, v in picked.items()}, return_images=cs.grid_images, world=cs.world)
         return MethodResult(scores, n * cs.samples, n, c.wall, c.cpu)
     return method
 
@@ -162,7 +163,7 @@ def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> Meth
                      snapshot_every=cs.checkpoint_every)
     out = run_ddpo(s, cs.prompts, run_dir, seed=seed, num_workers=cs.ddpo_workers,
                    threads_per_worker=max(1, cs.threads // cs.ddpo_workers), use_gpu=cs.device.startswith("cuda"), events=True)
-    pipe = load_pipeline("shapes", device=cs.device)
+    pipe = load_pipeline(cs.world, device=cs.device)
     history = [HistoryRow.from_row(r) for r in out["history"]]
     fresh = []
     snaps = load_snapshots(out["snapshots"]) if out.get("snapshots") else {}
@@ -190,16 +191,16 @@ def find(changes: dict, *, amortized: str | None = None):
         from find_rl.run.artifacts import export
         from find_rl.run.find_run import FindRun, prepare_run_dir, resolve
         from find_rl.core.settings import RunSettings
-        from find_rl.worlds.shapes.world import all_prompts
+        from find_rl.worlds import get_world
 
         held = tuple(sorted(cs.held_out)) if amortized == "held-out" else ()
         extra = dict(changes)
         if amortized:
             extra |= {"policy_type": "amortized", "amortized_hidden": cs.amortized_hidden, "eval_prompts": list(held),
-                      "prompts": [p for p in all_prompts() if p not in held]}
+                      "prompts": [p for p in get_world(cs.world).prompts() if p not in held]}
         kept = {}  # {iteration: policy} for the fresh-sample checkpoints, taken between iterations (outside their clock)
         with _Clock() as c:
-            run = RunSettings(prompts=list(cs.prompts), samples_per_prompt=cs.samples_per_prompt).replace(
+            run = RunSettings(world=cs.world, prompts=list(cs.prompts), samples_per_prompt=cs.samples_per_prompt).replace(
                 seed=seed, iterations=cs.iterations, eval_samples=0, threads=cs.threads, device=cs.device, **extra)
             run = resolve(run)
             prepare_run_dir(run_dir, run)

@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from find_rl.core.fields import at_least, check_fields, finite_positive, setting
+from find_rl.core.fields import at_least, check_fields, finite_positive, one_of, setting
+from find_rl.core.settings import WORLD_NAMES
 
 #: FIND's own methods: the run settings each changes from ``python -m find_rl.train``'s defaults
 FIND_METHODS = {"find": {}, "find-nocal": {"baseline": "none"}, "find-noclip": {"clip_param": math.inf},
@@ -82,7 +83,9 @@ class CompareSettings:
                             help="comma-separated: base, best-of-N, cem, ddpo, find, find-nocal, find-noclip, find-clamp, "
                                  "find-paper, amortized, amortized-all")
     out: Path | None = setting(None, cli={"type": Path}, help="the report folder (results.json, report.md, plots)")
-    prompts: list = setting(factory=list, cli={"nargs": "+"}, help="scored prompts (default: the shapes world's rare ones)")
+    world: str = setting("shapes", check=one_of(*WORLD_NAMES), cli={"choices": WORLD_NAMES},
+                         help="the embedded world every method runs on (its model, its exact scorer)")
+    prompts: list = setting(factory=list, cli={"nargs": "+"}, help="scored prompts (default: the world's default training prompts)")
     seeds: list = setting(factory=lambda: [0, 1, 2], parse=parse_seeds, help="comma-separated seeds")
     samples: int = setting(256, check=at_least(2), help="fresh samples per prompt and seed for scoring")
     iterations: int = setting(80, check=at_least(1), help="training iterations of every trained method")

@@ -25,13 +25,15 @@ Check = Callable[[Any], "str | None"]
 
 def setting(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None, check: Check | None = None,
             parse: Callable[[str], Any] | None = None, cli: dict | None = None, aliases: tuple[str, ...] = (),
-            extra_flags: tuple[tuple[str, dict], ...] = (), factory: Callable[[], Any] | None = None) -> Any:
+            extra_flags: tuple[tuple[str, dict], ...] = (), factory: Callable[[], Any] | None = None,
+            only: tuple[str, ...] = ()) -> Any:
     """A dataclass field with its flag (``--name-with-dashes`` unless given; ``flag=""`` for no flag), help, check
     (applied to non-None values), ``parse`` (text -> value, for flags whose text is not a plain number), extra argparse
     keywords ``cli`` (``action``, ``nargs``, ``choices``, ``metavar``), ``aliases`` (more option strings) and
-    ``extra_flags`` (other options that set this field, e.g. ``("--no-calibration", {"action": "store_const", ...})``)."""
+    ``extra_flags`` (other options that set this field, e.g. ``("--no-calibration", {"action": "store_const", ...})``)
+    and ``only``: the variants (e.g. policy families) the setting belongs to; empty = all (see :func:`check_only`)."""
     md = {"help": help, "flag": flag, "check": check, "parse": parse, "cli": cli or {}, "aliases": aliases,
-          "extra_flags": extra_flags}
+          "extra_flags": extra_flags, "only": tuple(only)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=md)
     return dataclasses.field(default=default, metadata=md)
@@ -94,6 +96,33 @@ def check_fields(obj) -> None:
             raise ValueError(f"{flag_of(f) or f.name} must be {problem}, got {value!r}")
 
 
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def check_only(obj, chosen: str, *, what: str, given: frozenset[str] | set[str] = frozenset(), hint: str = "") -> None:
+    """Refuse a setting declared ``only=`` for other variants than ``chosen`` when it was given (its name in ``given``:
+    a flag on the command line, even at its default value) or differs from its default (a saved run, Python code):
+    one line naming the flag, e.g. ``--kl-coeff is a setting of the flow policy; the per-prompt policy does not use
+    it: drop --kl-coeff or add --policy-type flow``."""
+    for f in dataclasses.fields(obj):
+        only = f.metadata.get("only", ())
+        if not only or chosen in only:
+            continue
+        if f.name in given or getattr(obj, f.name) != default_of(f):
+            flag = flag_of(f) or f.name
+            owners = " / ".join(only)
+            raise ValueError(f"{flag} is a setting of the {owners} {what}; the {chosen} {what} does not use it: drop {flag}"
+                             + (f" or add {hint.format(owner=only[0])}" if hint else ""))
+
+
+def given_names(args: argparse.Namespace) -> set[str]:
+    """The settings a command line gave (argparse leaves the others None, see :func:`add_arguments`)."""
+    return {name for name, value in vars(args).items() if value is not None}
+
+
 # ---------------------------------------------------------------------------------------------------- argparse
 def add_arguments(parser_or_group, cls) -> None:
     """One argparse option per field of ``cls`` that has a flag. Every argparse default is None ("not given"), so the
@@ -103,8 +132,7 @@ def add_arguments(parser_or_group, cls) -> None:
         if not flag:
             continue
         kw = dict(f.metadata.get("cli", {}))
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = default_of(f)
         if "type" not in kw and "action" not in kw and not f.metadata.get("parse") and isinstance(default, (int, float)) \
                 and not isinstance(default, bool):
             kw["type"] = type(default)

@@ -23,12 +23,18 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from find_rl.core.fields import (at_least, check_fields, finite, finite_nonnegative, finite_positive, from_dict, in_range, one_of,
-                            positive, setting)
+from find_rl.core.fields import (at_least, check_fields, check_only, finite, finite_nonnegative, finite_positive, from_dict,
+                                 in_range, one_of, positive, setting)
 from find_rl.objectives.mass_covering import OBJECTIVES
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
+#: the embedded worlds (:mod:`find_rl.worlds`, one folder each): ``--world``, and each one's model and reward alias
+WORLD_NAMES = ("shapes", "scenes")
 POLICY_TYPES = ("per-prompt", "amortized", "flow")
+#: ``only=`` of the settings that belong to some policy families (any other family refuses them in one line)
+PER_PROMPT, AMORTIZED, FLOW = ("per-prompt",), ("amortized",), ("flow",)
+GAUSSIAN = ("per-prompt", "amortized")
+FAMILY_HINT = "--policy-type {owner}"
 BASELINES = ("calibrated", "mean", "ema", "none")
 
 
@@ -135,38 +141,37 @@ class PolicySettings(_Part):
                                                "flow's block-mean view (the rest stays N(0, I)); or 'full'")
     mean_upsampling: str = setting("bilinear", check=one_of("bilinear", "nearest"), cli={"choices": ("bilinear", "nearest")},
                                    help="per-prompt only: how the low-resolution mean reaches the latent; 'nearest' gives "
-                                        "block-constant moves like the flow's shift (a control for the flow's gain)")
+                                        "block-constant moves like the flow's shift (a control for the flow's gain)", only=PER_PROMPT)
     mean_highpass: int | None = setting(None, check=at_least(1), cli={"type": int},
-                                        help="remove the learned mean's k x k block averages")
-    std_mode: str = setting("scalar", check=one_of("scalar", "element"), cli={"choices": ("scalar", "element")})
-    learn_std: bool = setting(False, cli={"action": argparse.BooleanOptionalAction}, help="learn sigma (default: sigma = 1)")
-    min_std: float = setting(0.5, check=finite_positive, help="floor of the policy's std")
+                                        help="remove the learned mean's k x k block averages", only=PER_PROMPT)
+    std_mode: str = setting("scalar", check=one_of("scalar", "element"), cli={"choices": ("scalar", "element")}, only=PER_PROMPT)
+    learn_std: bool = setting(False, cli={"action": argparse.BooleanOptionalAction}, help="learn sigma (default: sigma = 1)", only=GAUSSIAN)
+    min_std: float = setting(0.5, check=finite_positive, help="floor of the policy's std", only=GAUSSIAN)
     amortized_hidden: int = setting(64, check=at_least(0),
-                                    help="amortized only: hidden units of an MLP path beside the linear one (0: mu linear in the embedding)")
+                                    help="amortized only: hidden units of an MLP path beside the linear one (0: mu linear in the embedding)", only=AMORTIZED)
     amortized_rank: int = setting(0, check=at_least(0),
-                                  help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)")
+                                  help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)", only=AMORTIZED)
     amortized_linear: bool = setting(True, cli={"action": argparse.BooleanOptionalAction},
-                                     help="amortized only: keep the path linear in the embedding")
+                                     help="amortized only: keep the path linear in the embedding", only=AMORTIZED)
     flow_coupling: str = setting("affine", check=one_of("affine", "spline"), cli={"choices": ("affine", "spline")},
-                                 help="flow only: affine (RealNVP) or rational-quadratic spline couplings")
-    flow_blocks: int = setting(4, check=at_least(0), help="flow only: coupling blocks (alternating checkerboard/channel masks)")
-    flow_hidden: int = setting(32, check=at_least(1), help="flow only: channels of each coupling's conv net")
+                                 help="flow only: affine (RealNVP) or rational-quadratic spline couplings", only=FLOW)
+    flow_blocks: int = setting(4, check=at_least(0), help="flow only: coupling blocks (alternating checkerboard/channel masks)", only=FLOW)
+    flow_hidden: int = setting(32, check=at_least(1), help="flow only: channels of each coupling's conv net", only=FLOW)
     flow_conditioning: str = setting("prompt", check=one_of("prompt", "embedding"), cli={"choices": ("prompt", "embedding")},
-                                     help="flow only: a learned vector per prompt, or the text embedding (answers held-out prompts)")
+                                     help="flow only: a learned vector per prompt, or the text embedding (answers held-out prompts)", only=FLOW)
     flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
                                             help="flow only: the coupling nets' learning rate as a fraction of --lr (the "
-                                                 "per-prompt shift and scale train at --lr)")
+                                                 "per-prompt shift and scale train at --lr)", only=FLOW)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.policy_type != "per-prompt" and (self.std_mode != "scalar" or self.mean_highpass is not None):
-            raise ValueError(f"the {self.policy_type} policy has a scalar std and no high-pass mean; drop --std-mode element / "
-                             "--mean-highpass")
-        if self.policy_type != "per-prompt" and self.mean_upsampling != "bilinear":
-            raise ValueError(f"--mean-upsampling is a per-prompt setting; the {self.policy_type} policy does not use it: "
-                             "drop --mean-upsampling")
+        self.check_family()
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
+
+    def check_family(self, given: frozenset[str] | set[str] = frozenset()) -> None:
+        """Refuse a setting of another family than ``policy_type`` (given as a flag, or not at its default)."""
+        check_only(self, self.policy_type, what="policy", given=given, hint=FAMILY_HINT)
 
 
 @dataclass
@@ -185,32 +190,32 @@ class FindSettings(_Part):
     surrogate: str = setting("ppo", check=one_of("ppo", "clamp"), cli={"choices": ("ppo", "clamp")},
                              help="'clamp' = the released code's clamp-only loss")
     anchor: str = setting("kl", check=one_of("kl", "l2", "none"), cli={"choices": ("kl", "l2", "none")},
-                          help="regulariser toward N(0, I)")
+                          help="regulariser toward N(0, I)", only=GAUSSIAN)
     anchor_coeff: float = setting(0.0, check=finite_nonnegative,
-                                  help="Gaussian families: anchor weight (initial weight if --target-alignment)")
+                                  help="Gaussian families: anchor weight (initial weight if --target-alignment)", only=GAUSSIAN)
     kl_coeff: float = setting(0.01, check=finite_nonnegative,
-                              help="flow only: beta, the weight of the true reverse KL(q || N(0, I)) per latent element")
+                              help="flow only: beta, the weight of the true reverse KL(q || N(0, I)) per latent element", only=FLOW)
     replay_coeff: float = setting(0.0, check=finite_nonnegative,
                                   help="flow only: weight of importance-weighted maximum likelihood on replayed rewarded "
-                                       "noises (mass-covering; find_rl/objectives/replay.py); 0: off")
-    replay_size: int = setting(256, check=at_least(1), help="flow only: rewarded noises kept per prompt for the replay")
+                                       "noises (mass-covering; find_rl/objectives/replay.py); 0: off", only=FLOW)
+    replay_size: int = setting(256, check=at_least(1), help="flow only: rewarded noises kept per prompt for the replay", only=FLOW)
     objective: str = setting("ppo", check=one_of(*OBJECTIVES), cli={"choices": OBJECTIVES},
                              help="'ppo': FIND's clipped surrogate (+ its regulariser); flow only: 'log-variance' (off-policy "
                                   "trajectory balance) or 'iw-mle' (importance-weighted maximum likelihood), both fitting "
                                   "q* ∝ N(0, I) exp(r / beta) from a behaviour with a prior share (find_rl/objectives/mass_covering.py)")
     beta: float = setting(0.1, check=finite_positive,
-                          help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)")
+                          help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)", only=FLOW)
     prior_share: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
                                         help="flow only: share of fresh N(0, I) draws in each batch (behaviour "
                                              "(1 - share) q + share N(0, I), its exact density recorded); default 0.2 for "
-                                             "log-variance / iw-mle, 0 for ppo")
+                                             "log-variance / iw-mle, 0 for ppo", only=FLOW)
     render_replay: int = setting(0, check=at_least(0),
                                  help="log-variance / iw-mle: past renders (aligned and failed) kept per prompt and added "
-                                      "to every loss; 0: none")
+                                      "to every loss; 0: none", only=FLOW)
     target_alignment: float | None = setting(None, check=in_range(0, 1, open_low=True), cli={"type": float},
-                                             help="adapt each prompt's anchor weight to hold its training alignment at this level")
+                                             help="adapt each prompt's anchor weight to hold its training alignment at this level", only=GAUSSIAN)
     anchor_factor: float = setting(1.5, flag="", check=_above_one,
-                                   help="multiplicative adaptation of the adaptive anchor weight per iteration")
+                                   help="multiplicative adaptation of the adaptive anchor weight per iteration", only=GAUSSIAN)
     # the batch mean: at equal budget it matched or beat g at 32 samples per prompt and beat it on every seed at 2 and 4
     # (bench/RESULTS.md, "The baseline ladder"); "calibrated" is the paper's g
     baseline: str = setting("mean", check=one_of(*BASELINES), cli={"choices": BASELINES},
@@ -286,12 +291,16 @@ PARTS = {"sampler": SamplerSettings, "resources": ResourceSettings, "policy": Po
 class RunSettings(_Part):
     """One FIND run. Defaults = the embedded shapes world (its rare prompts are filled in by :func:`find_rl.run.find_run.resolve`)."""
 
-    model: str = setting("shapes", help="'shapes', a diffusers pipeline folder or a hub id")
-    reward: list = setting(factory=lambda: ["shapes"], cli={"action": "append", "metavar": "NAME[=PATH][:WEIGHT]"},
-                           help="reward (repeat for a weighted sum): shapes, shapes-strict, clip=PATH, pickscore=PATH, "
-                                "aesthetic=PATH, xclip=PATH (video), imagereward=FOLDER, hpsv2=FOLDER")
+    world: str = setting("shapes", check=one_of(*WORLD_NAMES), cli={"choices": WORLD_NAMES},
+                         help="the embedded world: its model, its exact scorer (the default reward) and its default "
+                              "prompts; 'shapes' (9 prompts, 16x16, fast) or 'scenes' (GenEval's six categories, 32x32)")
+    model: str | None = setting(None, help="a diffusers pipeline folder or a hub id (default: the world's own model)")
+    reward: list = setting(factory=list, cli={"action": "append", "metavar": "NAME[=PATH][:WEIGHT]"},
+                           help="reward (repeat for a weighted sum; default: the world's exact scorer): shapes, "
+                                "shapes-strict, scenes, scenes-strict, clip=PATH, pickscore=PATH, aesthetic=PATH, "
+                                "xclip=PATH (video), imagereward=FOLDER, hpsv2=FOLDER")
     prompts: list = setting(factory=list, cli={"nargs": "+"},
-                            help="prompts to train (default: the shapes world's rare prompts)")
+                            help="prompts to train (default: the world's rare prompts the frozen model fails)")
     eval_prompts: list = setting(factory=list, cli={"nargs": "+"},
                                  help="amortized only: held-out prompts (never trained on) to export and score next to the trained ones")
     samples_per_prompt: int = setting(32, check=at_least(2), help="images per prompt per iteration (per env runner)")
@@ -308,12 +317,20 @@ class RunSettings(_Part):
             self.reward = [self.reward]
         self.latent_shape = tuple(self.latent_shape) if self.latent_shape is not None else None
         super().__post_init__()
+        if self.model is None:  # the world's own model and exact scorer unless others are named
+            self.model = self.world
         if not self.reward:
-            raise ValueError("--reward names no reward; e.g. --reward shapes")
+            self.reward = [self.world]
+        other = next((w for w in WORLD_NAMES if w != self.world and (self.model == w or any(
+            r.split(":")[0] in (w, f"{w}-strict") for r in self.reward))), None)
+        if other is not None:
+            raise ValueError(f"--model / --reward name the {other} world while --world is {self.world}; "
+                             f"add --world {other}, or drop --model / --reward")
         check_prompts(self.prompts)
         check_prompts(self.eval_prompts, "--eval-prompts")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
+        self.check_family()
         if self.policy.policy_type != "flow" and (self.find.mass_covering or self.find.behaviour_prior_share > 0):
             raise ValueError(f"--objective {self.find.objective} / --prior-share need the flow family's exact log-density; "
                              "add --policy-type flow")
@@ -322,6 +339,13 @@ class RunSettings(_Part):
         if self.eval_prompts and not answers:
             raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized (or flow with --flow-conditioning "
                              "embedding): a per-prompt policy has nothing for them")
+
+    def check_family(self, given: frozenset[str] | set[str] = frozenset()) -> None:
+        """Refuse a policy or optimisation setting of another family than the chosen one: one line naming the flag.
+        ``given``: the settings named on the command line (:func:`find_rl.core.fields.given_names`), refused even at
+        their default value (``--kl-coeff 0.01`` with the Gaussian family)."""
+        self.policy.check_family(given)
+        check_only(self.find, self.policy.policy_type, what="policy", given=given, hint=FAMILY_HINT)
 
     def validate(self) -> None:
         """The checks that need the resolved prompts and latent shape (see :func:`find_rl.run.find_run.resolve`)."""
@@ -364,7 +388,7 @@ class RunSettings(_Part):
     def env_config(self) -> dict:
         """The keyword arguments of the noise bandit env (:mod:`find_rl.envs.noise_bandit`)."""
         threads = self.resources.threads if self.resources.num_env_runners == 0 else 1
-        return dict(model=self.model, prompts=list(self.prompts), reward=self.reward_spec, sampler=self.sampler.to_dict(),
+        return dict(world=self.world, model=self.model, prompts=list(self.prompts), reward=self.reward_spec, sampler=self.sampler.to_dict(),
                     num_reward_workers=self.resources.num_reward_workers, torch_threads=threads, seed=self.loop.seed)
 
     # ------------------------------------------------------------------------------------------------ copies and files

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import torch
 
-#: The embedded default model, shipped inside the package.
-SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "worlds" / "shapes" / "model"
-ALIASES = {"shapes": SHAPES_MODEL_DIR}
+from find_rl.worlds import WORLD_NAMES, get_world, pipeline_class, world_of_model
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def resolve_model(model: str) -> str:
-    """An alias ("shapes") -> its folder; anything else is returned as given (a folder or a hub id)."""
-    return str(ALIASES.get(model, model))
+    """A world's name ("shapes", "scenes": its shipped model) -> its folder; anything else is returned as given (a
+    folder or a hub id)."""
+    return str(get_world(model).model_dir) if model in WORLD_NAMES else model
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -28,13 +27,12 @@ def torch_dtype(name: str) -> torch.dtype:
 def load_pipeline(model: str = "shapes", *, device: str = "cpu", dtype: str = "float32"):
     """Load a frozen diffusers pipeline; the pipeline class comes from the checkpoint's ``model_index.json``.
 
-    ``model`` is ``"shapes"`` (the embedded default), a local pipeline folder, or a Hugging Face hub id.
+    ``model`` is a world's name (``"shapes"``, ``"scenes"``: the embedded models), a local pipeline folder, or a
+    Hugging Face hub id.
     Raises a one-line ``ValueError`` that says what to fix when the model is missing, foreign or corrupt.
     """
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
-
-    from find_rl.worlds.shapes.pipeline import ShapesPipeline
 
     path = resolve_model(model)
     local = Path(path)
@@ -47,11 +45,13 @@ def load_pipeline(model: str = "shapes", *, device: str = "cpu", dtype: str = "f
             class_name = json.loads(index.read_text())["_class_name"]
         except (json.JSONDecodeError, KeyError) as e:
             raise ValueError(f"{index} is corrupt ({e.__class__.__name__}); re-download or re-save the pipeline") from None
-        cls = ShapesPipeline if class_name == "ShapesPipeline" else DiffusionPipeline
+        world = world_of_model(path)  # a world's own pipeline class (diffusers does not know it)
+        cls = pipeline_class(world, class_name) if world is not None else DiffusionPipeline
     elif "/" in path and not path.startswith((".", "/")) and path.count("/") == 1:
         cls = DiffusionPipeline  # hub id such as "runwayml/stable-diffusion-v1-5"
     else:
-        raise ValueError(f"model {model!r} not found: pass 'shapes', an existing pipeline folder, or a hub id like 'org/name'")
+        raise ValueError(f"model {model!r} not found: pass {' or '.join(repr(w) for w in WORLD_NAMES)}, an existing pipeline "
+                         "folder, or a hub id like 'org/name'")
     diffusers_logging.disable_progress_bar()  # loading bars would clutter the commands' output
     try:
         pipe = cls.from_pretrained(path, **kwargs)

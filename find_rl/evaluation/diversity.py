@@ -55,6 +55,16 @@ def aligned_entry(images: np.ndarray) -> dict:
     return {"aligned_diversity": ad and ad[0], "aligned_diversity_ci": ad and [ad[1], ad[2]]}
 
 
+def aligned_factor_entry(factors: np.ndarray) -> dict:
+    """``{"aligned_factor_diversity", "aligned_factor_diversity_ci"}``: :func:`aligned_diversity` on the aligned images'
+    factor vectors (a world's per-object positions and sizes, :meth:`find_rl.worlds.World.factors`; the columns that
+    are NaN for the prompt, objects it does not have, are left out)."""
+    f = np.asarray(factors, dtype=np.float64)
+    f = f[:, np.isfinite(f).all(0)] if len(f) else f
+    ad = aligned_diversity(f) if f.size else None
+    return {"aligned_factor_diversity": ad and ad[0], "aligned_factor_diversity_ci": ad and [ad[1], ad[2]]}
+
+
 #: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
 SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
 

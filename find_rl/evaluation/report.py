@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from find_rl.evaluation.diversity import aligned_kept, kept_text
-from find_rl.worlds.shapes.pipeline import to_pil
+from find_rl.diffusion.images import to_pil
 
 
 def image_grid(rows: dict[str, np.ndarray], path: Path, *, scale: int = 4, pad: int = 2, label_width: int = 60) -> Path:
@@ -26,6 +26,19 @@ def image_grid(rows: dict[str, np.ndarray], path: Path, *, scale: int = 4, pad: 
             canvas.paste(im, (label_w + c * (w + pad), r * (h + pad)))
     canvas.save(path)
     return path
+
+
+def captioned_grid(paths: list[str], caption: str, *, columns: int = 8, pad: int = 2, caption_height: int = 16) -> Image.Image:
+    """The images at ``paths`` (one size) tiled ``columns`` wide under a one-line caption (the prompt)."""
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    w, h = tiles[0].size
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
+    grid = Image.new("RGB", (pad + cols * (w + pad), caption_height + pad + rows * (h + pad)), (255, 255, 255))
+    ImageDraw.Draw(grid).text((pad, 2), caption, fill=(0, 0, 0))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, (pad + (i % cols) * (w + pad), caption_height + pad + (i // cols) * (h + pad)))
+    return grid
 
 
 def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:

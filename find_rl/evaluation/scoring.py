@@ -1,7 +1,9 @@
 """Scoring fresh samples, shared by every command and method: render N(mean, std^2) noise (N(0, I) for the frozen
-model) through the frozen sampler and score the images with the shapes world's detector.
+model) through the frozen sampler and score the images with the world's exact scorer (:meth:`find_rl.worlds.World.score`;
+the world of the model, else ``shapes``).
 
-Per prompt: alignment (the detector's ``aligned`` rate) with a 95% Wilson interval, strict alignment (detector IoU >= 0.8),
+Per prompt: its ``split`` and ``category`` (the world's), alignment (the scorer's ``aligned`` rate) with a 95% Wilson
+interval, strict alignment (the scorer's strict verdict),
 diversity (mean pairwise L2 distance between that prompt's images, in [-1, 1] pixel units), the number of samples, and
 the **aligned diversity**: the same distance among the aligned images only, with its 95% interval and their count
 (:mod:`find_rl.evaluation.diversity`, the one definition). "Kept" compares it with the frozen model's own aligned images under the
@@ -18,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from find_rl.evaluation.diversity import aligned_entry, diversity, same_sampler, sampler_key
-from find_rl.rewards.registry import ShapesReward
 from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
-from find_rl.worlds.shapes.detector import DEFAULT_IOU, STRICT_IOU
-from find_rl.worlds.shapes.world import all_prompts, is_common
+from find_rl.evaluation.diversity import aligned_entry, aligned_factor_entry, diversity, same_sampler, sampler_key
+from find_rl.worlds import World, get_world, world_of_model
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -35,11 +35,22 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _rare(prompt: str) -> bool | None:
+def world_for(model: str | None = None, world: str | World | None = None) -> World:
+    """The world that scores a model's images: ``world`` when given, else the model's own world, else ``shapes``."""
+    if isinstance(world, World):
+        return world
+    if world is not None:
+        return get_world(world)
+    return (world_of_model(model) if model is not None else None) or get_world("shapes")
+
+
+def _labels(world: World, prompt: str) -> dict:
+    """``split``, ``category`` and (the older flag) ``rare`` of a prompt; None where the world cannot parse it."""
     try:
-        return not is_common(prompt)
+        split = world.split_of(prompt)
+        return {"split": split, "category": world.category_of(prompt), "rare": split == "rare"}
     except ValueError:
-        return None
+        return {"split": None, "category": None, "rare": None}
 
 
 def evaluate_distributions(
@@ -55,6 +66,7 @@ def evaluate_distributions(
     chunk: int = 576,
     return_images: int = 0,
     transform=None,
+    world: str | World | None = None,
 ) -> dict[str, dict]:
     """Render ``samples`` images per prompt from N(mean_i, std_i^2) (N(0, I) when ``mean`` is None) and score them.
 
@@ -77,19 +89,22 @@ def evaluate_distributions(
     images = np.concatenate([sampler.sample(flat_noise[i : i + chunk], flat_prompts[i : i + chunk]).images
                              for i in range(0, len(flat_prompts), chunk)])
     scored = score_image_sets({p: images[i * samples : (i + 1) * samples] for i, p in enumerate(prompts)},
-                              return_images=return_images)
+                              return_images=return_images, world=world_for(model, world))
     used = sampler_key(sampler.settings)  # which reference the aligned diversity may be compared with
     return {p: r | {"sampler": used} for p, r in scored.items()}
 
 
-def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -> dict[str, dict]:
-    """Score ``{prompt: (N, 3, H, W) images}`` with the detector: the per-prompt entries of
-    :func:`evaluate_distributions` (shared by every method of :mod:`find_rl.compare`)."""
+def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0,
+                     world: str | World | None = None) -> dict[str, dict]:
+    """Score ``{prompt: (N, 3, H, W) images}`` with the world's exact scorer (``shapes`` unless given): the per-prompt
+    entries of :func:`evaluate_distributions` (shared by every method of :mod:`find_rl.compare`)."""
+    world = world_for(None, world)
     prompts = list(images)
     flat_prompts = [p for p in prompts for _ in range(len(images[p]))]
-    scored = ShapesReward(min_iou=DEFAULT_IOU).score(np.concatenate([images[p] for p in prompts]), flat_prompts)
-    lenient = scored["aligned"]  # one detection pass serves both settings
-    strict = lenient & (scored["shape_iou"] >= STRICT_IOU)
+    flat_images = np.concatenate([images[p] for p in prompts])
+    scored = world.score(flat_images, flat_prompts)
+    lenient, strict = scored["aligned"], scored["strict"]  # one scoring pass serves both settings
+    factors = world.factors(flat_images, flat_prompts)
     out, start = {}, 0
     for p in prompts:
         n = len(images[p])
@@ -100,23 +115,27 @@ def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0) -
         ok = lenient[sl]
         # among the aligned images only (None below MIN_ALIGNED): a method that fails a prompt does not look diverse
         out[p] = {"alignment": k / n, "strict_alignment": float(strict[sl].mean()), "ci_low": lo, "ci_high": hi,
-                  "diversity": diversity(images[p]), "samples": n, "rare": _rare(p), **aligned_entry(images[p][ok]),
+                  "diversity": diversity(images[p]), "samples": n, **_labels(world, p), **aligned_entry(images[p][ok]),
                   "aligned_count": k}
+        if factors is not None:  # diversity on what varies: the aligned images' object positions and sizes
+            out[p] |= aligned_factor_entry(factors[sl][ok])
         if return_images:
             out[p]["images"] = images[p][:return_images]
     return out
 
 
 def evaluate_base(*, model: str = "shapes", prompts: list[str] | None = None, samples: int = 256, seed: int = 0,
-                  settings: SamplerSettings | None = None) -> dict:
+                  settings: SamplerSettings | None = None, world: str | None = None) -> dict:
+    """The frozen model under N(0, I) noise, on ``prompts`` (default: the world's evaluation set)."""
     settings = settings or SamplerSettings()
-    prompts = prompts or all_prompts()
-    res = evaluate_distributions(model=model, prompts=prompts, samples=samples, seed=seed, settings=settings)
+    w = world_for(model, world)
+    prompts = prompts or w.eval_prompts()
+    res = evaluate_distributions(model=model, prompts=prompts, samples=samples, seed=seed, settings=settings, world=w)
     return {"policy": "base", "model": model, "samples": samples, "seed": seed, "sampler": settings.to_dict(), "prompts": res}
 
 
 def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, prompts: list[str] | None = None,
-                    model: str | None = None, device: str | None = None) -> dict:
+                    model: str | None = None, device: str | None = None, world: str | None = None) -> dict:
     from find_rl.policies.export import load_policy
 
     pol = load_policy(policy_dir)
@@ -124,7 +143,7 @@ def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, promp
     prompts = prompts or pol.prompts
     idx = [pol.index(p) for p in prompts]
     res = evaluate_distributions(model=model or pol.model, prompts=prompts, transform=lambda u: pol.transform(idx, u), samples=samples,
-                                 seed=seed, settings=settings)
+                                 seed=seed, settings=settings, world=world)
     return {"policy": str(policy_dir), "model": model or pol.model, "samples": samples, "seed": seed, "sampler": settings.to_dict(),
             "prompts": res}
 
@@ -133,21 +152,21 @@ CEILING_FILE = "aligned_ceiling.json"
 
 
 def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligned: int = 30, max_samples: int = 32768,
-                    chunk: int = 512, seed: int = 123) -> dict[str, dict]:
+                    chunk: int = 512, seed: int = 123, world: str | World | None = None) -> dict[str, dict]:
     """The frozen model's own aligned images per prompt (rejection sampling from N(0, I)): their diversity and count.
 
     Renders chunks until ``min_aligned`` aligned images (at most ``max_samples``) and measures at most 256 of them.
     Returns ``{prompt: {"aligned_diversity", "aligned_diversity_ci", "aligned_count", "samples"}}`` (None where fewer
     than ``MIN_ALIGNED`` were found)."""
     gen = torch.Generator().manual_seed(seed)
-    reward = ShapesReward(min_iou=DEFAULT_IOU)
+    world = world_for(None, world)
     out = {}
     for p in prompts:
         kept, n = [], 0
         while sum(len(k) for k in kept) < min_aligned and n < max_samples:
             z = torch.randn((chunk, *sampler.latent_shape), generator=gen)
             imgs = sampler.sample(z, [p] * chunk).images
-            kept.append(imgs[reward.score(imgs, [p] * chunk)["aligned"]])
+            kept.append(imgs[world.score(imgs, [p] * chunk)["aligned"]])
             n += chunk
         ok = np.concatenate(kept)
         out[p] = {**aligned_entry(ok[:256]), "aligned_count": int(len(ok)), "samples": n}

@@ -20,21 +20,22 @@ import torch
 
 from find_rl.rewards.hps import HPSv2Score
 from find_rl.rewards.image_reward import ImageRewardScore
-from find_rl.worlds.shapes.detector import DEFAULT_IOU, STRICT_IOU, score_images
+from find_rl.worlds import WORLD_NAMES, get_world
 
 #: OpenAI CLIP's input normalisation, used when a checkpoint ships no image-processor config.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ShapesReward:
-    """The shapes world's exact detector: graded score in [0, 1] plus an ``aligned`` flag per image."""
+class WorldReward:
+    """An embedded world's exact scorer (:meth:`find_rl.worlds.World.score`): its shaped reward in [0, 1] plus
+    ``aligned`` and ``strict`` flags per image; ``strict=True`` rewards the strict verdict (``--reward NAME-strict``)."""
 
-    def __init__(self, *, min_iou: float = DEFAULT_IOU):
-        self.min_iou = min_iou
+    def __init__(self, world: str = "shapes", *, strict: bool = False):
+        self.world, self.strict = get_world(world), bool(strict)
 
     def score(self, images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
-        return score_images(images, prompts, min_iou=self.min_iou)
+        return self.world.score(images, prompts, strict=self.strict)
 
     def __call__(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         return self.score(images, prompts)["score"]
@@ -276,8 +277,8 @@ def _checked(scores, n: int) -> np.ndarray:
 
 
 REWARDS: dict[str, Callable[..., Callable]] = {
-    "shapes": lambda **_: ShapesReward(min_iou=DEFAULT_IOU),
-    "shapes-strict": lambda **_: ShapesReward(min_iou=STRICT_IOU),
+    **{name: (lambda w: lambda **_: WorldReward(w))(name) for name in WORLD_NAMES},  # each world's exact scorer
+    **{f"{name}-strict": (lambda w: lambda **_: WorldReward(w, strict=True))(name) for name in WORLD_NAMES},
     "clip": lambda path, **kw: ClipScore(path, scale="fixed", **kw),
     "pickscore": lambda path, **kw: ClipScore(path, scale="logit", **kw),
     "aesthetic": lambda path, **kw: AestheticScore(path, **kw),

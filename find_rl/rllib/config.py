@@ -14,15 +14,12 @@ from ray.rllib.utils.annotations import override
 from ray.tune import Trainable
 
 from find_rl import ENV_ID
+from find_rl.core.settings import FindSettings, RunSettings
+from find_rl.rllib.families import module_spec
 from find_rl.rllib.learner import FindPPOTorchLearner
-from find_rl.rllib.flow_module import FlowNoisePolicyModule
-from find_rl.rllib.noise_module import AmortizedNoisePolicyModule, NoisePolicyModule
-from find_rl.core.settings import FindSettings, PolicySettings, RunSettings
 
 #: "module:id" makes every process (env-runner actors included) import find_rl, which registers the env.
 ENV = f"find_rl:{ENV_ID}"
-
-MODULES = {"per-prompt": NoisePolicyModule, "amortized": AmortizedNoisePolicyModule, "flow": FlowNoisePolicyModule}
 
 
 class FindPPOConfig(PPOConfig):
@@ -77,24 +74,6 @@ class FindPPO(PPO):
             super()._setup_logdir()
             return
         self._logdir = getattr(self.config, "run_dir", None)
-
-
-def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...],
-                prior_share: float = 0.0) -> RLModuleSpec:
-    """The noise policy's RLModule for this family and parametrisation (``prior_share``: the flow's behaviour mixture)."""
-    if policy.policy_type == "flow":
-        return RLModuleSpec(module_class=FlowNoisePolicyModule, model_config=dict(prior_share=prior_share,
-            num_prompts=num_prompts, latent_shape=list(latent_shape), conditioning=policy.flow_conditioning,
-            flow_resolution=policy.mean_resolution, flow_blocks=policy.flow_blocks, flow_hidden=policy.flow_hidden,
-            flow_coupling=policy.flow_coupling, affine_lr_scale=1.0, coupling_lr_scale=policy.flow_coupling_lr_scale))
-    return RLModuleSpec(
-        module_class=MODULES[policy.policy_type],
-        model_config=dict(num_prompts=num_prompts, latent_shape=list(latent_shape), mean_resolution=policy.mean_resolution,
-                          std_mode=policy.std_mode, learn_std=policy.learn_std, min_std=policy.min_std,
-                          mean_upsampling=policy.mean_upsampling,
-                          mean_highpass=policy.mean_highpass, hidden=policy.amortized_hidden, rank=policy.amortized_rank,
-                          linear=policy.amortized_linear),
-    )
 
 
 def find_ppo_config(run: RunSettings) -> FindPPOConfig:

@@ -58,12 +58,9 @@ class CalibrateRewards(ConnectorV2):
             obs = mb[Columns.OBS][rows]
             group = ObservationLayout(num_prompts).prompt_index(obs)
             rewards = mb[Columns.REWARDS][rows].float()
-            module = rl_module[module_id].unwrapped() if rl_module is not None else None
-            if hasattr(module, "moment_summary") and self.calibrator.baseline == "calibrated":
-                # a flow: g reads its behaviour distribution summarised as (mean, log std); the other baselines read none
-                dist_inputs = torch.cat(module.moment_summary(obs), dim=-1)
-            else:  # a Gaussian: RLlib's (mu, log sigma) of the behaviour policy
-                dist_inputs = mb[Columns.ACTION_DIST_INPUTS][rows]
+            dist_inputs = mb[Columns.ACTION_DIST_INPUTS][rows]
+            if self.calibrator.baseline == "calibrated":  # g reads the behaviour as (mean, log std); the others read none
+                dist_inputs = rl_module[module_id].unwrapped().calibration_inputs(obs, dist_inputs)
             result = self.calibrator.update(dist_inputs=dist_inputs, prompt_feat=obs, group=group, rewards=rewards)
             adv = torch.zeros_like(mb[Columns.REWARDS], dtype=torch.float32)
             adv[rows] = result.advantages.to(adv.device)

@@ -56,9 +56,13 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch.distributions import Distribution, constraints
 
-from find_rl.policies.flow import LOG_2PI, ConditionalCouplingFlow, reverse_kl
 from find_rl.objectives.mass_covering import log_prior, mixture_log_prob
-from find_rl.core.observation import ObservationLayout
+from find_rl.policies.flow import LOG_2PI, ConditionalCouplingFlow, reverse_kl
+from find_rl.rllib.noise_policy import NoisePolicyRLModule, RegulariserContext
+
+#: architecture constants a model_config may set (tests, studies) under these names; else the flow's own defaults
+ARCHITECTURE = {"flow_context": "context_dim", "flow_masks": "masks", "flow_max_log_scale": "max_log_scale",
+                "flow_bins": "bins", "flow_bound": "bound"}
 
 
 class ConditionalFlowDistribution(Distribution):
@@ -160,38 +164,30 @@ class TorchFlowDistribution(TorchDistribution):
         return out
 
 
-class FlowNoisePolicyModule(TorchRLModule):
+class FlowNoisePolicyModule(NoisePolicyRLModule):
     """Per-prompt (or text-conditioned) coupling flow over the initial noise; see the module docstring."""
 
     @override(TorchRLModule)
     def setup(self):
-        cfg = self.model_config
-        self.num_prompts = int(cfg["num_prompts"])
-        self.latent_shape = tuple(int(v) for v in cfg["latent_shape"])
-        if math.prod(self.latent_shape) != self.action_space.shape[0]:
-            raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
-        self.conditioning = cfg.get("conditioning", "prompt")
+        self._read_config()
+        cfg, pol = self.model_config, self.policy
+        self.conditioning = pol.flow_conditioning
         embed_dim = self.observation_space.shape[0] - self.num_prompts
-        if self.conditioning not in ("prompt", "embedding"):
-            raise ValueError(f"conditioning must be 'prompt' or 'embedding', got {self.conditioning!r}")
         if self.conditioning == "embedding" and embed_dim < 1:
-            raise ValueError("conditioning='embedding' needs a text embedding in the observation; this pipeline gives none")
-        per_prompt = self.conditioning == "prompt"
+            raise ValueError("--flow-conditioning embedding needs a text embedding in the observation; this pipeline gives none")
+        self.reads_embedding = self.conditioning == "embedding"
+        per_prompt = not self.reads_embedding
+        architecture = {key: cfg[name] for name, key in ARCHITECTURE.items() if name in cfg}  # else the flow's defaults
         self.flow = ConditionalCouplingFlow(
             latent_shape=self.latent_shape, num_conditions=self.num_prompts if per_prompt else 0,
-            embed_dim=0 if per_prompt else embed_dim, resolution=cfg.get("flow_resolution", 4),
-            num_blocks=int(cfg.get("flow_blocks", 4)), hidden=int(cfg.get("flow_hidden", 32)),
-            context_dim=int(cfg.get("flow_context", 8)), masks=tuple(cfg.get("flow_masks", ("checkerboard", "channel"))),
-            max_log_scale=float(cfg.get("flow_max_log_scale", 2.0)), coupling=cfg.get("flow_coupling", "affine"),
-            bins=int(cfg.get("flow_bins", 8)), bound=float(cfg.get("flow_bound", 3.0)))
-        self.prior_share = float(cfg.get("prior_share", 0.0))
+            embed_dim=0 if per_prompt else embed_dim, resolution=pol.mean_resolution, num_blocks=pol.flow_blocks,
+            hidden=pol.flow_hidden, coupling=pol.flow_coupling, **architecture)
         self.affine_lr_scale = float(cfg.get("affine_lr_scale", 1.0))
-        self.coupling_lr_scale = float(cfg.get("coupling_lr_scale", 0.002))
+        self.coupling_lr_scale = pol.flow_coupling_lr_scale
 
     def condition(self, obs: torch.Tensor) -> torch.Tensor:
         """The flow's condition from observation rows: the prompt one-hot or the text embedding."""
-        layout = ObservationLayout(self.num_prompts)
-        return obs[:, : self.num_prompts] if self.conditioning == "prompt" else layout.embedding(obs)
+        return self.layout.embedding(obs) if self.reads_embedding else obs[:, : self.num_prompts]
 
     @override(TorchRLModule)
     def _forward(self, batch, **kwargs):
@@ -216,13 +212,14 @@ class FlowNoisePolicyModule(TorchRLModule):
         return self._dist_cls()
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Joint ``log q(action | prompt)``, ``(N,)``, differentiable in the flow's parameters."""
-        return self.flow.log_prob(actions, self.condition(obs))
+        """Joint ``log q(action | prompt)``, ``(N,)``, differentiable in the flow's parameters (= :meth:`log_density`)."""
+        return self.log_density(obs, actions)
 
     def reverse_kl(self, obs: torch.Tensor, n: int = 1) -> torch.Tensor:
         """Mean over rows of an ``n``-draw estimate of KL(q_c || N(0, I)) (joint nats), reparameterised."""
         return reverse_kl(self.flow, self.condition(obs), n).mean()
 
+    @override(NoisePolicyRLModule)
     def optimizer_param_groups(self) -> list[tuple[str, list[torch.nn.Parameter], float]]:
         """``[(name, parameters, lr multiplier)]``: the per-prompt shift at ``affine_lr_scale`` (it moves like the Gaussian's
         mean); the log-scales, the couplings and the prompt context at ``coupling_lr_scale``: Adam moves every weight by
@@ -243,3 +240,38 @@ class FlowNoisePolicyModule(TorchRLModule):
         z, _ = self.flow(u.repeat(len(uniq), 1), uniq.repeat_interleave(n, 0))
         z = z.reshape(len(uniq), n, -1)
         return z.mean(1)[inverse], z.std(1).clamp(min=1e-6).log()[inverse]
+
+    @override(NoisePolicyRLModule)
+    def summary(self, obs, fwd_out):
+        return self.moment_summary(obs, n=16)
+
+    @override(NoisePolicyRLModule)
+    def calibration_inputs(self, obs, dist_inputs):
+        return torch.cat(self.moment_summary(obs), dim=-1)  # a flow has no (mu, sigma): g reads its moments
+
+    @override(NoisePolicyRLModule)
+    def regulariser(self, obs, fwd_out, ctx: RegulariserContext):
+        """``--kl-coeff`` x the true reverse KL(q || N(0, I)) on fresh draws of the valid rows' q (entropy included),
+        plus ``--replay-coeff`` x the importance-weighted NLL of the replayed rewarded noises; per latent element."""
+        s, dim = ctx.find, self.flow.dim
+        anchor = self.reverse_kl(obs[ctx.mask]) / dim
+        return anchor, s.kl_coeff * anchor + s.replay_coeff * self._replay_nll(ctx.replay, obs.device, dim)
+
+    def _replay_nll(self, replay, device, dim: int) -> torch.Tensor:
+        """Importance-weighted negative log-likelihood of the replayed rewarded noises, per element (find_rl/objectives/replay.py)."""
+        from find_rl.policies.flow import replay_weights
+
+        stored = replay.tensors() if replay is not None else None
+        if stored is None:
+            return torch.zeros((), device=device)
+        z, logp_b, obs, group = (t.to(device) for t in stored)
+        w = replay_weights(z, logp_b, group)
+        return -(w * self.log_density(obs, z)).mean() / dim
+
+    @override(NoisePolicyRLModule)
+    def export(self, obs, **meta):
+        import copy
+
+        from find_rl.policies.export import FlowPolicy
+
+        return FlowPolicy(flow=copy.deepcopy(self.flow).eval(), cond=self.condition(obs).detach().float(), **meta)

@@ -1,39 +1,36 @@
-"""``FindPPOTorchLearner``: RLlib's PPO learner with FIND's reward calibration and per-element ratio clipping.
+"""``FindPPOTorchLearner``: RLlib's PPO learner with FIND's reward calibration and an objective object for its loss.
 
 Hooks (each marked ``@override``):
-- ``build``: creates the :class:`~find_rl.objectives.calibration.RewardCalibrator` and swaps PPO's GAE connector for
-  :class:`~find_rl.rllib.connectors.CalibrateRewards` (a one-step MDP has nothing to bootstrap; the advantage is the
-  calibrated reward).
-- ``compute_loss_for_module``: the clipped surrogate on the per-element log-ratio against the **behaviour**
-  policy that drew each sample (RLlib's recorded ``action_logp``), so reusing a batch over several epochs and
-  minibatches is valid; plus an optional anchor to N(0, I), with a fixed weight or a per-prompt adaptive one
-  (:mod:`find_rl.objectives.anchor`). See :mod:`find_rl.policies.policy_math` for the math and
-  the trust region ``clip_param`` implies.
-- the objective: FIND's clipped surrogate (``--objective ppo``), or for the flow family a mass-covering objective fitted
-  to q* ∝ N(0, I) exp(r / beta) on the behaviour's draws (``log-variance``, ``iw-mle``; :mod:`find_rl.objectives.mass_covering`),
-  optionally with replayed past renders (:class:`~find_rl.objectives.replay.RenderReplay`), with the effective sample size logged.
-- ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history) is part of the checkpoint.
+- ``build``: creates the :class:`~find_rl.objectives.calibration.RewardCalibrator`, the learner-owned state the settings
+  ask for (adaptive anchor, rewarded replay, render replay), the objective (:func:`find_rl.rllib.losses.make_objective`),
+  and swaps PPO's GAE connector for :class:`~find_rl.rllib.connectors.CalibrateRewards` (a one-step MDP has nothing to
+  bootstrap; the advantage is the calibrated reward).
+- ``compute_loss_for_module``: the objective's loss on the valid rows (:mod:`find_rl.rllib.losses`); the module is
+  reached only through the policy-family protocol (:class:`~find_rl.rllib.noise_policy.NoisePolicyRLModule`).
+- ``configure_optimizers_for_module``: one Adam per parameter group a module names (the flow), else RLlib's.
+- ``after_gradient_based_update``: the render replay commits this iteration's renders; every module projects.
+- ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history), the adaptive anchor and the replays
+  are part of the checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 from ray.rllib.core.columns import Columns
-from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
 from find_rl.core import keys
-from find_rl.objectives import mass_covering as ob
-from find_rl.policies import policy_math as pm
+from find_rl.core.observation import ObservationLayout
 from find_rl.objectives.anchor import AdaptiveAnchor
 from find_rl.objectives.calibration import RewardCalibrator
-from find_rl.rllib.connectors import CalibrateRewards
-from find_rl.core.observation import ObservationLayout
 from find_rl.objectives.replay import RenderReplay, RewardedReplay
+from find_rl.rllib.connectors import CalibrateRewards
+from find_rl.rllib.losses import LearnerState, make_objective
 
 CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
@@ -61,15 +58,20 @@ class FindPPOTorchLearner(PPOTorchLearner):
             history=s.calibration_history,
             device=self._device or "cpu",
         )
+        # the settings of one family only (refused for the others by find_rl.core.settings)
         self.adaptive_anchor = (
-            AdaptiveAnchor(num_groups=module.num_prompts, target=s.target_alignment, init=max(s.anchor_coeff, 1e-3),
+            AdaptiveAnchor(num_groups=len(self.prompts), target=s.target_alignment, init=max(s.anchor_coeff, 1e-3),
                            factor=s.anchor_factor)
             if s.target_alignment is not None else None
         )
-        self.replay = (RewardedReplay(num_groups=len(self.prompts), size=s.replay_size)
-                       if s.replay_coeff > 0 and hasattr(module, "log_prob") else None)
+        self.replay = RewardedReplay(num_groups=len(self.prompts), size=s.replay_size) if s.replay_coeff > 0 else None
         self.render_replay = (RenderReplay(num_groups=len(self.prompts), size=s.render_replay)
                               if s.mass_covering and s.render_replay > 0 else None)
+        self.objective = make_objective(s)
+        # PPO's knobs are read under RLlib's names from the config (config.training(clip_param=...) is honoured)
+        clip = None if math.isinf(self.config.clip_param) else float(self.config.clip_param)
+        self.state_for_objective = LearnerState(find=s, layout=self.layout, clip=clip, adaptive_anchor=self.adaptive_anchor,
+                                                replay=self.replay, render_replay=self.render_replay)
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
@@ -79,140 +81,22 @@ class FindPPOTorchLearner(PPOTorchLearner):
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
-        s = self.find_settings
         mask = batch[Columns.LOSS_MASK].bool()
         if not mask.any():  # every reward in this minibatch was invalid: nothing to learn from
             return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
-        if s.mass_covering:
-            return self._mass_covering_loss(module_id, batch, mask)
-        n = mask.sum()
-
-        def masked_mean(x: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask, x, torch.zeros_like(x)).sum() / n
-
-        z, obs = batch[Columns.ACTIONS], batch[Columns.OBS]
-        dim = z.shape[-1]
         module = self.module[module_id].unwrapped()
-        if hasattr(module, "log_prob"):  # the flow family: its exact joint log-density, per element
-            logp_new = module.log_prob(obs, z) / dim
-            # the true reverse KL(q || N(0, I)) on fresh draws of the policy (entropy included), per latent element
-            anchor = module.reverse_kl(obs[mask]) / dim
-            weighted_anchor = s.kl_coeff * anchor + s.replay_coeff * self._replay_nll(module, dim)
-            with torch.no_grad():
-                mu, log_std = module.moment_summary(obs, n=16)
-        else:
-            mu, log_std = pm.split_dist_inputs(fwd_out[Columns.ACTION_DIST_INPUTS])
-            logp_new = pm.mean_log_density(z, mu, log_std)
-            anchor, weighted_anchor = self._gaussian_anchor(mu, log_std, obs, masked_mean)
-        logp_old = batch[Columns.ACTION_LOGP] / dim  # behaviour policy, as recorded by the env runner
-        log_r = pm.log_ratio(logp_new, logp_old)
-        ratio = torch.exp(log_r)
-        clip = s.clip  # None: no clipping (--clip-param inf)
-        surrogate = pm.clipped_surrogate(ratio, batch[Postprocessing.ADVANTAGES], clip, mode=s.surrogate)
-        policy_loss = masked_mean(surrogate)
-        total = policy_loss + weighted_anchor
-
-        with torch.no_grad():
-            rows = mask.nonzero().squeeze(-1)
-            r, lr_ = ratio[rows], log_r[rows]
-            self.metrics.log_dict(
-                {
-                    keys.POLICY_LOSS: policy_loss.item(),
-                    keys.ANCHOR: anchor.item(),
-                    keys.CLIP_FRACTION: pm.clip_fraction(r, clip).item(),
-                    keys.APPROX_KL: pm.approx_kl(lr_).item(),
-                    keys.RATIO_MEAN: r.mean().item(),
-                    keys.RATIO_MIN: r.min().item(),
-                    keys.RATIO_MAX: r.max().item(),
-                    keys.ENTROPY: masked_mean(pm.entropy_per_element(log_std)).item(),
-                    keys.MU_ABS: masked_mean(mu.abs().mean(-1)).item(),
-                    keys.STD_MEAN: masked_mean(log_std.exp().mean(-1)).item(),
-                },
-                key=(module_id, keys.FIND),
-                window=1,
-            )
-        return total
-
-    def _mass_covering_loss(self, module_id: str, batch: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
-        """``--objective log-variance`` / ``iw-mle`` on this batch's valid rows (plus replayed renders), joint nats."""
-        s, module = self.find_settings, self.module[module_id].unwrapped()
-        rows = mask.nonzero().squeeze(-1)
-        z, obs, log_b = batch[Columns.ACTIONS][rows], batch[Columns.OBS][rows], batch[Columns.ACTION_LOGP][rows]
-        reward = batch[Postprocessing.VALUE_TARGETS][rows].float()  # the raw rewards (CalibrateRewards)
-        group = self.layout.prompt_index(obs)
-        stored = self.render_replay.tensors() if self.render_replay is not None else None
-        if stored is not None:  # past renders widen the behaviour; they enter the loss like fresh rows
-            device = z.device
-            z, log_b, obs, reward, group = (torch.cat([a, b.to(device)]) for a, b in
-                                            zip((z, log_b, obs, reward, group), stored))
-        log_q, log_p = module.log_prob(obs, z), ob.log_prior(z)
-        num = len(self.prompts)
-        if s.objective == "log-variance":
-            loss, log_z = ob.log_variance_loss(log_q, log_p, reward, group, beta=s.beta, num_groups=num)
-        else:
-            loss = ob.iw_mle_loss(log_q, log_p, log_b, reward, group, beta=s.beta, num_groups=num)
-            log_z = torch.full_like(log_q, float("nan"))
-        with torch.no_grad():
-            fresh = slice(0, len(rows))  # this batch's own rows (the replay follows them)
-            dim = z.shape[-1]
-            log_r = (log_q[fresh] - log_b[fresh]) / dim
-            ratio = torch.exp(log_r)
-            ess = ob.effective_sample_size(log_p[fresh], log_b[fresh], reward[fresh], group[fresh], beta=s.beta,
-                                           num_groups=num)
-            mu, log_std = module.moment_summary(obs[fresh], n=16)
-            self.metrics.log_dict(
-                {
-                    keys.POLICY_LOSS: loss.item(),
-                    keys.ANCHOR: 0.0,
-                    keys.CLIP_FRACTION: 0.0,
-                    keys.APPROX_KL: pm.approx_kl(log_r).item(),
-                    keys.RATIO_MEAN: ratio.mean().item(),
-                    keys.RATIO_MIN: ratio.min().item(),
-                    keys.RATIO_MAX: ratio.max().item(),
-                    keys.ENTROPY: pm.entropy_per_element(log_std).mean().item(),
-                    keys.MU_ABS: mu.abs().mean().item(),
-                    keys.STD_MEAN: log_std.exp().mean().item(),
-                    keys.ESS: float(torch.nanmean(ess)),
-                    keys.LOG_Z: float(torch.nanmean(log_z[fresh])),
-                    keys.REPLAYED: 0 if stored is None else len(stored[0]),
-                },
-                key=(module_id, keys.FIND),
-                window=1,
-            )
+        loss, metrics = self.objective.loss(module, batch, fwd_out, mask, self.state_for_objective)
+        self.metrics.log_dict(metrics, key=(module_id, keys.FIND), window=1)
         return loss
-
-    def _replay_nll(self, module, dim: int) -> torch.Tensor:
-        """Importance-weighted negative log-likelihood of the replayed rewarded noises, per element (find_rl/objectives/replay.py)."""
-        from find_rl.policies.flow import replay_weights
-
-        stored = self.replay.tensors() if self.replay is not None else None
-        if stored is None:
-            return torch.zeros((), device=self._device or "cpu")
-        z, logp_b, obs, group = (t.to(self._device or "cpu") for t in stored)
-        w = replay_weights(z, logp_b, group)
-        return -(w * module.log_prob(obs, z)).mean() / dim
-
-    def _gaussian_anchor(self, mu: torch.Tensor, log_std: torch.Tensor, obs: torch.Tensor, masked_mean):
-        """The Gaussian families' pull toward N(0, I): ``(anchor, weighted anchor)`` (fixed or per-prompt adaptive weight)."""
-        s = self.find_settings
-        if s.anchor == "none":
-            zero = torch.zeros((), device=mu.device)
-            return zero, zero
-        per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
-        anchor = masked_mean(per_row)
-        if self.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
-            coeff = self.adaptive_anchor.coeffs.to(mu.device)[self.layout.prompt_index(obs)]
-            return anchor, masked_mean(coeff * per_row)
-        return anchor, s.anchor_coeff * anchor
 
     @override(PPOTorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         """A module that names parameter groups with learning-rate multipliers (the flow: its per-prompt shift and scale
-        at ``lr``, its coupling nets slower) gets one Adam per group; the Gaussian families RLlib's default."""
-        module = self._module[module_id].unwrapped()
-        if not hasattr(module, "optimizer_param_groups"):
+        at ``lr``, its coupling nets slower) gets one Adam per group; otherwise RLlib's default."""
+        groups = self._module[module_id].unwrapped().optimizer_param_groups()
+        if groups is None:
             return super().configure_optimizers_for_module(module_id, config)
-        for name, params, scale in module.optimizer_param_groups():
+        for name, params, scale in groups:
             params = [p for p in params if p.requires_grad]
             if params:
                 self.register_optimizer(module_id=module_id, optimizer_name=name, optimizer=torch.optim.Adam(params),
@@ -224,8 +108,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
         if self.render_replay is not None:  # this iteration's renders join the replay after their own update
             self.render_replay.commit()
         for module in self.module.values():
-            if hasattr(module.unwrapped(), "project"):
-                module.unwrapped().project()
+            module.unwrapped().project()
 
     @override(PPOTorchLearner)
     def get_state(self, components=None, *, not_components=None, **kwargs):

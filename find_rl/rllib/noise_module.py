@@ -28,20 +28,13 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from find_rl.core.observation import ObservationLayout
+from find_rl.policies import policy_math as pm
+from find_rl.rllib.noise_policy import NoisePolicyRLModule, RegulariserContext
 
 
-class _GaussianNoiseModule(TorchRLModule):
-    """What both noise policies share: the config checks, the forward pass (RLlib's DiagGaussian inputs
-    ``cat([mu, log_sigma])`` from :meth:`distribution_from_obs`) and the distribution classes."""
-
-    def _read_shapes(self) -> None:
-        cfg = self.model_config
-        self.num_prompts = int(cfg["num_prompts"])
-        self.layout = ObservationLayout(self.num_prompts)
-        self.latent_shape = tuple(int(v) for v in cfg["latent_shape"])
-        if math.prod(self.latent_shape) != self.action_space.shape[0]:
-            raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
+class _GaussianNoiseModule(NoisePolicyRLModule):
+    """What both Gaussian families share: the forward pass (RLlib's DiagGaussian inputs ``cat([mu, log_sigma])`` from
+    :meth:`distribution_from_obs`), the distribution classes, the summary, the anchor, the export."""
 
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_sigma)``, each ``(N, D)``, for observation rows."""
@@ -64,28 +57,58 @@ class _GaussianNoiseModule(TorchRLModule):
     def get_train_action_dist_cls(self):
         return TorchDiagGaussian
 
+    @override(NoisePolicyRLModule)
+    def summary(self, obs, fwd_out):
+        return pm.split_dist_inputs(fwd_out[Columns.ACTION_DIST_INPUTS])
+
+    @override(NoisePolicyRLModule)
+    def calibration_inputs(self, obs, dist_inputs):
+        return dist_inputs  # the behaviour's own (mu, log sigma), as the env runner recorded them
+
+    @override(NoisePolicyRLModule)
+    def regulariser(self, obs, fwd_out, ctx: RegulariserContext):
+        """``--anchor kl`` (analytic KL to N(0, I)) or ``l2`` (the released code's stand-in), per element, at
+        ``--anchor-coeff`` or a per-prompt adaptive weight (``--target-alignment``); ``none``: no pull."""
+        s = ctx.find
+        mu, log_std = self.summary(obs, fwd_out)
+        if s.anchor == "none":
+            zero = torch.zeros((), device=mu.device)
+            return zero, zero
+        per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
+        anchor = ctx.masked_mean(per_row)
+        if ctx.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
+            coeff = ctx.adaptive_anchor.coeffs.to(mu.device)[ctx.layout.prompt_index(obs)]
+            return anchor, ctx.masked_mean(coeff * per_row)
+        return anchor, s.anchor_coeff * anchor
+
+    @override(NoisePolicyRLModule)
+    def export(self, obs, **meta):
+        from find_rl.policies.export import NoisePolicy
+
+        with torch.no_grad():
+            mu, log_std = self.distribution_from_obs(obs)
+        shape = (len(obs), *self.latent_shape)
+        return NoisePolicy(mean=mu.reshape(shape), std=log_std.exp().reshape(shape), **meta)
+
 
 class NoisePolicyModule(_GaussianNoiseModule):
-    """model_config keys: ``num_prompts``, ``latent_shape``, ``mean_resolution`` (int or None),
-    ``std_mode`` ("scalar"|"element"), ``learn_std`` (bool), ``min_std`` (float), ``mean_upsampling``
-    ("bilinear", the default, or "nearest": block-constant, as the flow's shift moves)."""
+    """One Gaussian per prompt. Reads ``mean_resolution``, ``mean_upsampling`` ("bilinear", or "nearest":
+    block-constant, as the flow's shift moves), ``mean_highpass``, ``std_mode`` ("scalar"|"element"), ``learn_std``
+    and ``min_std`` from its :class:`~find_rl.core.settings.PolicySettings`."""
 
     @override(TorchRLModule)
     def setup(self):
-        self._read_shapes()
-        cfg = self.model_config
-        res = cfg.get("mean_resolution")
+        self._read_config()
+        pol = self.policy
+        res = pol.mean_resolution
         c, spatial = self.latent_shape[0], self.latent_shape[1:]
         self.mean_shape = (c, *([int(res)] * len(spatial))) if res else self.latent_shape
         self.mu = nn.Parameter(torch.zeros(self.num_prompts, *self.mean_shape))
-        self.mean_highpass = cfg.get("mean_highpass")  # block size whose block averages are removed from mu
-        self.nearest = cfg.get("mean_upsampling", "bilinear") == "nearest"
-        std_mode = cfg.get("std_mode", "scalar")
-        if std_mode not in ("scalar", "element"):
-            raise ValueError(f"std_mode must be 'scalar' or 'element', got {std_mode!r}")
-        n_std = 1 if std_mode == "scalar" else math.prod(self.latent_shape)
-        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, n_std), requires_grad=bool(cfg.get("learn_std", True)))
-        self.min_log_std = math.log(float(cfg.get("min_std", 0.5)))
+        self.mean_highpass = pol.mean_highpass  # block size whose block averages are removed from mu
+        self.nearest = pol.mean_upsampling == "nearest"
+        n_std = 1 if pol.std_mode == "scalar" else math.prod(self.latent_shape)
+        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, n_std), requires_grad=bool(pol.learn_std))
+        self.min_log_std = math.log(float(pol.min_std))
 
     def distribution(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_sigma)``, each ``(N, D)``, for a batch of prompt indices."""
@@ -104,6 +127,7 @@ class NoisePolicyModule(_GaussianNoiseModule):
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand_as(mu)
         return mu, log_std
 
+    @override(NoisePolicyRLModule)
     @torch.no_grad()
     def project(self) -> None:
         """Keep log sigma on or above its floor (called by the learner after each update)."""
@@ -118,21 +142,21 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
     """The prompt-conditioned policy: mu, sigma = f(text embedding) (:class:`~find_rl.policies.amortized.AmortizedNoiseNet`).
 
     It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
-    prompts that were never in the training list. model_config keys: ``num_prompts``, ``latent_shape``,
-    ``mean_resolution``, ``learn_std``, ``min_std``, and optionally ``hidden`` (default 0: no MLP path), ``rank``
-    (default 0: no channel x space path) and ``linear`` (default True: keep the linear path).
+    prompts that were never in the training list. Reads ``mean_resolution``, ``learn_std``, ``min_std`` and
+    ``amortized_hidden`` / ``amortized_rank`` / ``amortized_linear`` from its settings.
     """
+
+    reads_embedding = True
 
     @override(TorchRLModule)
     def setup(self):
         from find_rl.policies.amortized import AmortizedNoiseNet
 
-        self._read_shapes()
-        cfg = self.model_config
+        self._read_config()
+        pol = self.policy
         self.net = AmortizedNoiseNet(embed_dim=self.observation_space.shape[0] - self.num_prompts, latent_shape=self.latent_shape,
-                                     mean_resolution=cfg.get("mean_resolution"), hidden=int(cfg.get("hidden", 0)),
-                                     rank=int(cfg.get("rank", 0)), linear=bool(cfg.get("linear", True)),
-                                     learn_std=bool(cfg.get("learn_std", False)), min_std=float(cfg.get("min_std", 0.5)))
+                                     mean_resolution=pol.mean_resolution, hidden=pol.amortized_hidden, rank=pol.amortized_rank,
+                                     linear=pol.amortized_linear, learn_std=pol.learn_std, min_std=pol.min_std)
 
     @override(_GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,16 +53,17 @@ def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSetting
     """The settings ready to run (see the module docstring); a one-line ``ValueError`` for anything wrong."""
     from find_rl.rewards.registry import RewardSpec
     from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings, check_device
-    from find_rl.worlds.shapes.world import parse_prompt, rare_prompts
     from find_rl.run.tracking import check as check_tracking
+    from find_rl.worlds import world_of_model
 
+    world = world_of_model(run.model)  # None for a foreign model (SD 1.5, ...): no default prompts, no prompt check
     prompts = read_prompts_file(prompts_file) if prompts_file is not None else [p.strip() for p in run.prompts]
-    if not prompts and run.model == "shapes":
-        prompts = rare_prompts()
+    if not prompts and world is not None:
+        prompts = world.default_prompts()
     run = run.replace(prompts=prompts, eval_prompts=[p.strip() for p in run.eval_prompts])
-    if run.model == "shapes":
+    if world is not None:
         for p in run.prompts + run.eval_prompts:
-            parse_prompt(p)
+            world.check_prompt(p)
     for spec in run.reward:
         RewardSpec.parse(spec)  # names and forms checked here; the env runners load the reward models
     check_tracking(run.tracking)  # --wandb / --mlflow: the package is there, W&B has credentials or is offline
@@ -305,43 +306,27 @@ class FindRun:
         """The learned policy in the portable form (:mod:`find_rl.policies.export`): the trained prompts, then ``eval_prompts``
         (held-out prompts, which only prompt-conditioned policies answer, from their text embeddings)."""
         from find_rl.run.artifacts import training_record
-        from find_rl.policies.export import NoisePolicy
 
         run, prompts = self.run, list(self.run.prompts) + list(self.run.eval_prompts)
         meta = dict(prompts=prompts, model=run.model, sampler=run.sampler.to_dict(), training=training_record(run))
-        if run.policy.policy_type == "flow":
-            import copy
-
-            from find_rl.policies.export import FlowPolicy
-
-            module = self.algo.get_module()
-            obs = self._observations()
-            return FlowPolicy(flow=copy.deepcopy(module.flow).eval(), cond=module.condition(obs).detach().float(), **meta)
-        mean, std = self.distributions()
-        return NoisePolicy(mean=mean, std=std, **meta)
+        return self.algo.get_module().export(self._observations(), **meta)
 
     def _observations(self):
-        """Observation rows of the trained prompts, then the held-out ones (their one-hot all zeros); computed once."""
-        from find_rl.diffusion.models import load_pipeline
-        from find_rl.core.observation import ObservationLayout, encode_text
-
-        if self._obs is None:
-            run = self.run
-            prompts = list(run.prompts) + list(run.eval_prompts)
-            emb = encode_text(load_pipeline(run.model), prompts).pooled
-            self._obs = ObservationLayout(len(run.prompts)).rows(emb, list(range(len(run.prompts))))
-        return self._obs
-
-    def distributions(self):
-        """A Gaussian policy's ``(mean, std)``, each ``(prompts, *latent_shape)``, in :meth:`policy`'s prompt order."""
+        """Observation rows of the trained prompts, then the held-out ones (their one-hot all zeros); computed once.
+        The text embeddings are computed (loading the model's text encoder) only for a module that reads them."""
         import torch
 
-        run, module = self.run, self.algo.get_module()
-        prompts = list(run.prompts) + list(run.eval_prompts)
-        with torch.no_grad():
-            if run.policy.policy_type == "amortized":
-                mu, log_std = module.distribution_from_obs(self._observations())
-            else:
-                mu, log_std = module.distribution(torch.arange(len(run.prompts)))
-        shape = (len(prompts), *run.latent_shape)
-        return mu.reshape(shape), log_std.exp().reshape(shape)
+        from find_rl.core.observation import ObservationLayout, encode_text
+        from find_rl.diffusion.models import load_pipeline
+
+        if self._obs is None:
+            run, module = self.run, self.algo.get_module()
+            prompts = list(run.prompts) + list(run.eval_prompts)
+            layout = ObservationLayout(len(run.prompts))
+            if module.reads_embedding:
+                emb = encode_text(load_pipeline(run.model), prompts).pooled
+            else:  # the one-hot is all it reads: zeros where the embedding goes
+                emb = torch.zeros(len(prompts), module.observation_space.shape[0] - len(run.prompts))
+            self._obs = layout.rows(emb, list(range(len(run.prompts))))
+        return self._obs
+

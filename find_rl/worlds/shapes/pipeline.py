@@ -9,11 +9,10 @@ image itself (3 x 16 x 16), so the noise policy acts on 768 numbers.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
-from PIL import Image
 
+from find_rl.diffusion.images import to_pil
 from find_rl.worlds.shapes.text_encoder import ShapesTextEncoder
 
 
@@ -78,15 +77,6 @@ class ShapesPipeline(DiffusionPipeline):
         else:
             raise ValueError(f"output_type must be 'np', 'pt' or 'pil', got {output_type!r}")
         return ImagePipelineOutput(images=result) if return_dict else (result,)
-
-
-def to_pil(images: np.ndarray, scale: int = 1) -> list[Image.Image]:
-    """``(N, 3, H, W)`` in [-1, 1] -> PIL images, optionally upscaled by ``scale`` (nearest neighbour)."""
-    arr = ((np.asarray(images).transpose(0, 2, 3, 1) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-    pils = [Image.fromarray(a) for a in arr]
-    if scale > 1:
-        pils = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pils]
-    return pils
 
 
 def build_pipeline(*, embed_dim: int = 64, num_train_timesteps: int = 1000) -> ShapesPipeline:

@@ -1,0 +1,61 @@
+"""The scenes world behind the world seam (:class:`find_rl.worlds.World`): 2,712 compositional prompts in GenEval's six
+categories, held-out splits, 32x32 scenes, GenEval's rules on exact geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from find_rl.worlds import World
+from find_rl.worlds.scenes import scorer
+from find_rl.worlds.scenes.grammar import CATEGORIES, all_prompts, parse_prompt
+from find_rl.worlds.scenes.splits import split_of
+
+
+class ScenesWorld(World):
+    name = "scenes"
+    model_dir = Path(__file__).resolve().parent / "model"
+
+    pipeline_classes = {"ScenesPipeline": "find_rl.worlds.scenes.pipeline:ScenesPipeline"}
+
+    def prompts(self) -> list[str]:
+        return all_prompts()
+
+    def check_prompt(self, prompt: str) -> None:
+        parse_prompt(prompt)
+
+    def default_prompts(self) -> list[str]:
+        from find_rl.worlds.scenes.evaluation_set import default_train_prompts
+
+        return default_train_prompts()
+
+    def eval_prompts(self) -> list[str]:
+        from find_rl.worlds.scenes.evaluation_set import default_eval_prompts
+
+        return default_eval_prompts()
+
+    def split_of(self, prompt: str) -> str:
+        return split_of(prompt)
+
+    def category_of(self, prompt: str) -> str | None:
+        return parse_prompt(prompt).category
+
+    def score(self, images: np.ndarray, prompts: list[str], *, strict: bool = False) -> dict[str, np.ndarray]:
+        """:func:`find_rl.worlds.scenes.scorer.score`; with ``strict`` the reward is 1 for a strict pass, 0.95 for a
+        lenient one, and 0.95 x the shaped credit below (so the order of the shaped reward is kept)."""
+        s = scorer.score(images, prompts)
+        if not strict:
+            return {"score": s.reward, "aligned": s.aligned, "strict": s.strict}
+        reward = np.where(s.strict, 1.0, np.where(s.aligned, 0.95, 0.95 * s.reward)).astype(np.float32)
+        return {"score": reward, "aligned": s.strict, "strict": s.strict}
+
+    def factors(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """Each prompt object's matched (x centre, y centre, box side), flattened: ``(N, 3 * MAX_OBJECTS)``, NaN where
+        the prompt has fewer objects or an object is unmatched."""
+        f = scorer.score(images, prompts).factors
+        return f.reshape(len(f), -1)
+
+
+assert set(CATEGORIES) >= {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+WORLD = ScenesWorld()
