@@ -68,7 +68,7 @@ def run_trial(config: dict, *, base: dict) -> None:
     name = f"clip{run.find.clip_param:g}_seed{run.loop.seed}"
     if "kl_coeff" in config:
         run = run.replace(kl_coeff=float(config["kl_coeff"]))
-        name = f"kl{run.find.kl_coeff:g}_" + name
+        name = f"kl{run.find.prior_kl_coeff:g}_" + name
     out = Path(base["trials_dir"]) / name
     out.mkdir(parents=True, exist_ok=True)
     stop_alignment, every, total = base["stop_alignment"], run.loop.checkpoint_every, run.loop.iterations

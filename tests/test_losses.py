@@ -107,7 +107,7 @@ def test_ppo_loss_of_the_amortized_gaussian():
 
 def test_ppo_loss_of_the_flow_with_its_reverse_kl():
     m = _module("flow", flow_blocks=2, flow_hidden=8)
-    batch, find = _batch(), FindSettings(clip_param=0.05, kl_coeff=0.5)
+    batch, find = _batch(), FindSettings(clip_param=0.05, prior_kl_coeff=0.5)
     mask = batch[Columns.LOSS_MASK]
     fwd = m.forward_train({Columns.OBS: batch[Columns.OBS]})
     torch.manual_seed(7)

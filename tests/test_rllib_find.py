@@ -29,14 +29,15 @@ def _config(**changes):
 def test_learner_pipeline_replaces_gae_with_calibration(ray_local):
     from ray.rllib.connectors.learner import GeneralAdvantageEstimation
 
-    from find_rl.rllib.connectors import CalibrateRewards
+    from find_rl.rllib.connectors import CalibrateRewards, FeedReplays, MaskInvalidRewards, TrackAlignment
 
     algo = _config().build_algo()
     try:
         learner = algo.learner_group._learner
         pieces = [type(p) for p in learner._learner_connector.connectors]
         assert GeneralAdvantageEstimation not in pieces
-        assert pieces[-1] is CalibrateRewards  # last: after NumpyToTensor, where GAE used to sit
+        # last, after NumpyToTensor, where GAE used to sit: one piece per job
+        assert pieces[-4:] == [MaskInvalidRewards, CalibrateRewards, FeedReplays, TrackAlignment]
         module = algo.get_module()
         mu, log_std = module.distribution(torch.arange(2))
         assert torch.count_nonzero(mu) == 0 and torch.count_nonzero(log_std) == 0  # starts at exactly N(0, I)

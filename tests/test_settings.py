@@ -46,7 +46,7 @@ BAD = [
     (PolicySettings, "flow_hidden", 0, "--flow-hidden must be >= 1"),
     (PolicySettings, "flow_conditioning", "text", "--flow-conditioning must be one of"),
     (PolicySettings, "flow_coupling_lr_scale", 0.0, "--flow-coupling-lr-scale must be a finite number > 0"),
-    (FindSettings, "kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
+    (FindSettings, "prior_kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
     (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
     (FindSettings, "objective", "kl", "--objective must be one of"),
@@ -107,7 +107,7 @@ def test_every_checked_field_is_covered_above():
     (dict(eval_prompts=["b"]), "needs --policy-type amortized"),
     (dict(find=FindSettings(objective="log-variance")), "need the flow family's exact log-density"),
     (dict(find=FindSettings(prior_share=0.2)), "--prior-share is a setting of the flow policy"),
-    (dict(find=FindSettings(kl_coeff=0.5)), "--kl-coeff is a setting of the flow policy; the per-prompt policy does not use it"),
+    (dict(find=FindSettings(prior_kl_coeff=0.5)), "--kl-coeff is a setting of the flow policy; the per-prompt policy does not use it"),
     (dict(policy=PolicySettings(policy_type="flow"), find=FindSettings(anchor_coeff=0.01)),
      "--anchor-coeff is a setting of the per-prompt / amortized policy; the flow policy does not use it"),
     (dict(world="scenes", model="shapes"), "name the shapes world while --world is scenes"),
@@ -266,3 +266,12 @@ def test_a_setting_of_another_family_ends_the_command_in_one_line_before_ray_sta
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: {flag} is a setting of the") and f"drop {flag}" in err
     assert not (tmp_path / "run").exists()  # refused before anything was written (and before Ray)
+
+
+def test_the_flows_kl_weight_is_named_apart_from_rllibs_kl_coeff_and_old_names_still_read():
+    run = RunSettings().replace(policy_type="flow", kl_coeff=0.02)  # the old name, as method names spell it
+    assert run.find.prior_kl_coeff == 0.02
+    saved = run.to_dict()
+    assert "kl_coeff" not in saved["find"]
+    saved["find"]["kl_coeff"] = saved["find"].pop("prior_kl_coeff")  # a run.json written before the rename
+    assert RunSettings.from_dict(saved).find.prior_kl_coeff == 0.02

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from find_rl.compare.settings import CompareSettings, find_variant
 from find_rl.core.progress import HistoryRow, history
-from find_rl.evaluation.scoring import evaluate_distributions, score_image_sets
+from find_rl.evaluation.scoring import evaluate_distributions, evaluation_seed, score_image_sets
 
 
 @dataclass
@@ -66,7 +66,7 @@ class _Clock:
 
 
 def _scoring(cs: CompareSettings, seed: int, sampler) -> dict:
-    return dict(prompts=cs.prompts, samples=cs.samples, seed=10_000 + seed, sampler=sampler, return_images=cs.grid_images,
+    return dict(prompts=cs.prompts, samples=cs.samples, seed=evaluation_seed(seed), sampler=sampler, return_images=cs.grid_images,
                 world=cs.world)
 
 
@@ -88,7 +88,7 @@ def _fresh_row(scores: dict, iteration: int, evals: int, wall_s: float) -> Histo
 
 
 def _checkpoint_scoring(cs: CompareSettings, seed: int, sampler) -> dict:
-    return dict(prompts=cs.prompts, samples=cs.checkpoint_samples, seed=20_000 + seed, sampler=sampler, world=cs.world)
+    return dict(prompts=cs.prompts, samples=cs.checkpoint_samples, seed=evaluation_seed(seed, checkpoint=True), sampler=sampler, world=cs.world)
 
 
 def _keep(cs: CompareSettings, iteration: int) -> bool:
@@ -96,7 +96,7 @@ def _keep(cs: CompareSettings, iteration: int) -> bool:
 
 
 def base(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> MethodResult:
-    eta1 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(sampler, 1.0, 10_000 + seed),
+    eta1 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(sampler, 1.0, evaluation_seed(seed)),
                                                                      "return_images": 0}))
     return MethodResult(evaluate_distributions(**_scoring(cs, seed, sampler)), 0, 1, 0.0, 0.0, variants={ETA1: eta1})
 
@@ -106,7 +106,7 @@ def best_of_n(n: int):
         from find_rl.baselines.best_of_n import best_of_n as pick
 
         with _Clock() as c:
-            picked = pick(sampler, reward, cs.prompts, n=n, images=cs.samples, seed=10_000 + seed)
+            picked = pick(sampler, reward, cs.prompts, n=n, images=cs.samples, seed=evaluation_seed(seed))
         scores = score_image_sets({p: v["images"] for p, v in picked.items()}, return_images=cs.grid_images, world=cs.world)
         return MethodResult(scores, n * cs.samples, n, c.wall, c.cpu)
     return method
@@ -172,13 +172,13 @@ def ddpo(cs: CompareSettings, seed: int, sampler, reward, run_dir: Path) -> Meth
             continue
         if it:
             pipe.unet.load_state_dict(snaps[it])
-        own = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=20_000 + seed)
+        own = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=evaluation_seed(seed, checkpoint=True))
         scores = evaluate_distributions(**(_checkpoint_scoring(cs, seed, sampler) | {"sampler": own}))
         fresh.append(_fresh_row(scores, it, it * cs.samples_per_prompt, history[it - 1].wall_s if it else 0.0))
     pipe.unet = UNet2DModel.from_pretrained(out["unet"], low_cpu_mem_usage=False).to(cs.device)
-    tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=10_000 + seed)  # DDPO's own sampler
+    tuned = DiffusionSampler(pipe, SamplerSettings(eta=s.eta, device=cs.device), seed=evaluation_seed(seed))  # DDPO's own sampler
     scores = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": tuned}))
-    eta0 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(tuned, 0.0, 10_000 + seed),
+    eta0 = evaluate_distributions(**(_scoring(cs, seed, sampler) | {"sampler": _with_eta(tuned, 0.0, evaluation_seed(seed)),
                                                                      "return_images": 0}))
     return MethodResult(scores, cs.iterations * cs.samples_per_prompt, 1, out["wall_s"], out["history"][-1]["cpu_s"],
                         history, fresh=fresh, variants={ETA0: eta0})

@@ -94,7 +94,7 @@ def write_report(cs: CompareSettings, runs: dict[str, list[dict]]) -> dict:
     from find_rl.evaluation.report import image_grid
     from find_rl.evaluation.scoring import load_aligned_reference
 
-    ref = load_aligned_reference("shapes")
+    ref = load_aligned_reference(cs.world)
     results, summary = aggregate(runs, cs.prompts, ref.get("prompts"), ref.get("sampler"))
     checks = criteria(runs, results, summary, cs.prompts)
     (cs.out / "results.json").write_text(json.dumps(results, indent=2))

@@ -35,8 +35,9 @@ def find_variant(name: str) -> dict | None:
 
 
 def _setting_value(key: str, text: str, name: str):
-    from find_rl.core.settings import PARTS, RunSettings
+    from find_rl.core.settings import PARTS, RENAMED, RunSettings
 
+    key = RENAMED.get(key, key)  # an older name (kl_coeff) still names its setting
     for cls in [*PARTS.values(), RunSettings]:
         for f in dataclasses.fields(cls):
             if f.name == key:

@@ -193,8 +193,9 @@ class FindSettings(_Part):
                           help="regulariser toward N(0, I)", only=GAUSSIAN)
     anchor_coeff: float = setting(0.0, check=finite_nonnegative,
                                   help="Gaussian families: anchor weight (initial weight if --target-alignment)", only=GAUSSIAN)
-    kl_coeff: float = setting(0.01, check=finite_nonnegative,
-                              help="flow only: beta, the weight of the true reverse KL(q || N(0, I)) per latent element", only=FLOW)
+    prior_kl_coeff: float = setting(0.01, flag="--kl-coeff", check=finite_nonnegative,
+                                    help="flow only: beta, the weight of the true reverse KL(q || N(0, I)) per latent element "
+                                         "(named apart from RLlib's adaptive-KL kl_coeff, which FIND leaves off)", only=FLOW)
     replay_coeff: float = setting(0.0, check=finite_nonnegative,
                                   help="flow only: weight of importance-weighted maximum likelihood on replayed rewarded "
                                        "noises (mass-covering; find_rl/objectives/replay.py); 0: off", only=FLOW)
@@ -282,6 +283,10 @@ class TrackingSettings(_Part):
                            help="also log to MLflow (pip install 'find_rl[mlflow]')")
     mlflow_tracking_uri: str | None = setting(None, help="MLflow tracking URI (default: a file store in OUT/mlruns)")
 
+
+#: older names of settings, still read from saved runs and accepted by :meth:`RunSettings.replace` (method names such as
+#: ``find+policy_type=flow+kl_coeff=0.005`` keep working)
+RENAMED = {"kl_coeff": "prior_kl_coeff"}
 
 PARTS = {"sampler": SamplerSettings, "resources": ResourceSettings, "policy": PolicySettings, "find": FindSettings,
          "loop": LoopSettings, "tracking": TrackingSettings}
@@ -399,6 +404,7 @@ class RunSettings(_Part):
         parts = {name: {} for name in PARTS}
         top = {}
         for key, value in changes.items():
+            key = RENAMED.get(key, key)
             owner = next((name for name, cls in PARTS.items() if key in {f.name for f in dataclasses.fields(cls)}), None)
             if key in own:
                 top[key] = value
@@ -416,5 +422,6 @@ class RunSettings(_Part):
         if isinstance(d, dict):
             for name, part in PARTS.items():
                 if name in d:
-                    d[name] = from_dict(part, d[name], where=f"saved settings [{name}]")
+                    saved = {RENAMED.get(k, k): v for k, v in d[name].items()} if isinstance(d[name], dict) else d[name]
+                    d[name] = from_dict(part, saved, where=f"saved settings [{name}]")
         return from_dict(cls, d, where="saved settings")

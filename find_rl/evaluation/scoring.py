@@ -25,6 +25,16 @@ from find_rl.evaluation.diversity import aligned_entry, aligned_factor_entry, di
 from find_rl.worlds import World, get_world, world_of_model
 
 
+#: offsets of the evaluation noise streams from a run's seed: fresh noise, never the training stream
+SCORING_SEED, CHECKPOINT_SEED = 10_000, 20_000
+
+
+def evaluation_seed(seed: int, *, checkpoint: bool = False) -> int:
+    """The noise seed that scores a run of ``seed``: the final scoring (``10000 + seed``), or the fresh-sample
+    checkpoints during training (``20000 + seed``). Every method of a comparison is scored on the same streams."""
+    return (CHECKPOINT_SEED if checkpoint else SCORING_SEED) + seed
+
+
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return (0.0, 1.0)

@@ -255,7 +255,7 @@ class FlowNoisePolicyModule(NoisePolicyRLModule):
         plus ``--replay-coeff`` x the importance-weighted NLL of the replayed rewarded noises; per latent element."""
         s, dim = ctx.find, self.flow.dim
         anchor = self.reverse_kl(obs[ctx.mask]) / dim
-        return anchor, s.kl_coeff * anchor + s.replay_coeff * self._replay_nll(ctx.replay, obs.device, dim)
+        return anchor, s.prior_kl_coeff * anchor + s.replay_coeff * self._replay_nll(ctx.replay, obs.device, dim)
 
     def _replay_nll(self, replay, device, dim: int) -> torch.Tensor:
         """Importance-weighted negative log-likelihood of the replayed rewarded noises, per element (find_rl/objectives/replay.py)."""

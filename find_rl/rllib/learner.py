@@ -3,7 +3,7 @@
 Hooks (each marked ``@override``):
 - ``build``: creates the :class:`~find_rl.objectives.calibration.RewardCalibrator`, the learner-owned state the settings
   ask for (adaptive anchor, rewarded replay, render replay), the objective (:func:`find_rl.rllib.losses.make_objective`),
-  and swaps PPO's GAE connector for :class:`~find_rl.rllib.connectors.CalibrateRewards` (a one-step MDP has nothing to
+  and swaps PPO's GAE connector for the reward pieces of :mod:`find_rl.rllib.connectors` (a one-step MDP has nothing to
   bootstrap; the advantage is the calibrated reward).
 - ``compute_loss_for_module``: the objective's loss on the valid rows (:mod:`find_rl.rllib.losses`); the module is
   reached only through the policy-family protocol (:class:`~find_rl.rllib.noise_policy.NoisePolicyRLModule`).
@@ -29,7 +29,7 @@ from find_rl.core.observation import ObservationLayout
 from find_rl.objectives.anchor import AdaptiveAnchor
 from find_rl.objectives.calibration import RewardCalibrator
 from find_rl.objectives.replay import RenderReplay, RewardedReplay
-from find_rl.rllib.connectors import CalibrateRewards
+from find_rl.rllib.connectors import reward_pieces
 from find_rl.rllib.losses import LearnerState, make_objective
 
 CALIBRATION_STATE = "reward_calibration"
@@ -75,9 +75,9 @@ class FindPPOTorchLearner(PPOTorchLearner):
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
-            self._learner_connector.append(CalibrateRewards(calibrator=self.calibrator, prompts=self.prompts,
-                                                            anchor=self.adaptive_anchor, replay=self.replay,
-                                                            render_replay=self.render_replay))
+            for piece in reward_pieces(calibrator=self.calibrator, prompts=self.prompts, anchor=self.adaptive_anchor,
+                                       replay=self.replay, render_replay=self.render_replay):
+                self._learner_connector.append(piece)
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:

@@ -37,30 +37,32 @@ def export(run_dir: Path, policy) -> Path:
 
 
 def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress]) -> list[dict]:
-    """Export, draw the curve and (shapes world, ``eval_samples`` > 0) score fresh samples: the per-prompt result rows
+    """Export, draw the curve and (an embedded world's model, ``eval_samples`` > 0) score fresh samples: the per-prompt result rows
     (:func:`find_rl.evaluation.report.results_rows`; empty when not evaluated)."""
     from find_rl.evaluation.report import image_grid, plot_curves, results_rows, write_results
     from find_rl.diffusion.sampler import DiffusionSampler
-    from find_rl.evaluation.scoring import evaluate_distributions, load_aligned_ceiling
+    from find_rl.evaluation.scoring import evaluate_distributions, evaluation_seed, load_aligned_ceiling
 
     export(run_dir, policy)
     if history:
         plot_curves([h.to_dict() for h in history], run.prompts, run_dir / "curve.png")
-    samples = run.loop.eval_samples
-    if samples <= 0 or run.model != "shapes":
+    from find_rl.worlds import world_of_model
+
+    samples, world = run.loop.eval_samples, world_of_model(run.model)
+    if samples <= 0 or world is None:  # scored with an embedded world's exact scorer only
         return []
     sampler = DiffusionSampler.from_pretrained(run.model, run.sampler)
     prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
-    seed = 10_000 + run.loop.seed  # fresh noise, never the training stream
-    base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, return_images=16)
+    seed = evaluation_seed(run.loop.seed)  # fresh noise, never the training stream
+    base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, return_images=16, world=world)
     after = evaluate_distributions(prompts=prompts, transform=lambda u: policy.transform(list(range(len(prompts))), u),
-                                   samples=samples, seed=seed, sampler=sampler, return_images=16)
+                                   samples=samples, seed=seed, sampler=sampler, return_images=16, world=world)
     for p in prompts:
         image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
     rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model, run.sampler))
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
     header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
-              "(detector IoU >= 0.7; strict 0.8)")
+              + ("(detector IoU >= 0.7; strict 0.8)" if world.name == "shapes" else f"(the {world.name} world's exact scorer)"))
     write_results(rows, run_dir, header=header)
     return rows
