@@ -30,25 +30,47 @@ import tempfile
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
+from find_rl.core import fields
+from find_rl.core.fields import at_least, setting
+from find_rl.tuning.spaces import CLIP_PARAM_GRID, CLIP_SWEEP_OVERRIDES, SEEDS
+
 EXPERIMENT = "clip_sweep"
+
+
+def _all(check, what: str):
+    return lambda values: None if values and all(check(v) for v in values) else what
+
+
+@dataclass
+class SweepSettings:
+    """The sweep's own settings (the run's come from :mod:`find_rl.core.settings`, as for ``train``)."""
+
+    clip_grid: list = setting(factory=lambda: list(CLIP_PARAM_GRID), cli={"type": float, "nargs": "+"},
+                              check=_all(lambda c: math.isfinite(c) and c > 0, "finite values > 0"),
+                              help="clip_param values to try")
+    seeds: list = setting(factory=lambda: list(SEEDS), cli={"type": int, "nargs": "+"}, check=_all(lambda s: True, "seeds"))
+    kl_grid: list | None = setting(None, cli={"type": float, "nargs": "+"},
+                                   check=_all(lambda k: math.isfinite(k) and k >= 0, "finite values >= 0"),
+                                   help="with --policy-type flow: the flow's --kl-coeff (beta) values to cross with the clip grid")
+    stop_alignment: float = setting(0.97, check=lambda v: None if v > 0 else "> 0 (above 1: never stop early)",
+                                    help="stop a trial once its training alignment, averaged over 5 iterations, reaches this")
+    max_concurrent: int | None = setting(None, check=at_least(1), cli={"type": int},
+                                         help="trials at a time (default: one per CPU)")
+
+    def __post_init__(self):
+        fields.check_fields(self)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from find_rl import train
-    from find_rl.tuning.spaces import CLIP_PARAM_GRID, CLIP_SWEEP_OVERRIDES, SEEDS
 
     p = train.build_parser()
     p.prog = "python -m find_rl.tune"
     p.description = __doc__.split("\n")[0]
     p.set_defaults(out=Path("runs/tune"), **CLIP_SWEEP_OVERRIDES)
-    t = p.add_argument_group("sweep")
-    t.add_argument("--clip-grid", type=float, nargs="+", default=list(CLIP_PARAM_GRID), help="clip_param values to try")
-    t.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    t.add_argument("--kl-grid", type=float, nargs="+", default=None,
-                   help="with --policy-type flow: kl_coeff (beta) values to cross with the clip grid")
-    t.add_argument("--stop-alignment", type=float, default=0.97,
-                   help="stop a trial once its training alignment, averaged over 5 iterations, reaches this")
-    t.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: one per CPU)")
+    fields.add_arguments(p.add_argument_group("sweep"), SweepSettings)
     return p
 
 
@@ -119,16 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("find_rl.tune resumes by itself: rerun it with the same --out")
         if args.num_reward_workers:
             raise ValueError("find_rl.tune scores inside each trial; drop --num-reward-workers")
-        if not all(math.isfinite(c) and c > 0 for c in args.clip_grid):
-            raise ValueError(f"--clip-grid values must be finite and > 0, got {args.clip_grid}")
-        if args.kl_grid and not all(math.isfinite(k) and k >= 0 for k in args.kl_grid):
-            raise ValueError(f"--kl-grid values must be finite and >= 0, got {args.kl_grid}")
-        if args.kl_grid and args.policy_type != "flow":
+        sweep = fields.from_args(SweepSettings, args)
+        if sweep.kl_grid and args.policy_type != "flow":
             raise ValueError("--kl-grid sweeps the flow's beta; add --policy-type flow")
-        if not args.stop_alignment > 0:  # NaN fails too
-            raise ValueError(f"--stop-alignment must be > 0 (above 1: never stop early), got {args.stop_alignment}")
-        if args.max_concurrent is not None and args.max_concurrent < 1:
-            raise ValueError(f"--max-concurrent must be >= 1 (or left out: one trial per CPU), got {args.max_concurrent}")
+        args.clip_grid, args.seeds, args.kl_grid = sweep.clip_grid, sweep.seeds, sweep.kl_grid
+        args.stop_alignment, args.max_concurrent = sweep.stop_alignment, sweep.max_concurrent
         args.clip_param = str(args.clip_grid[0])
         from find_rl import train
 

@@ -243,13 +243,13 @@ def test_train_cli_refuses_a_cuda_device_on_a_machine_without_one(tmp_path, caps
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--clip-grid", "nan"], "--clip-grid values must be finite and > 0"),
-    (["--clip-grid", "0.01", "inf"], "--clip-grid values must be finite and > 0"),
+    (["--clip-grid", "nan"], "--clip-grid must be finite values > 0"),
+    (["--clip-grid", "0.01", "inf"], "--clip-grid must be finite values > 0"),
     (["--stop-alignment", "nan"], "--stop-alignment must be > 0"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
     (["--lr", "nan"], "lr must be a finite number > 0"),
     (["--kl-grid", "0.1"], "add --policy-type flow"),
-    (["--policy-type", "flow", "--kl-grid", "nan"], "--kl-grid values must be finite and >= 0"),
+    (["--policy-type", "flow", "--kl-grid", "nan"], "--kl-grid must be finite values >= 0"),
 ])
 def test_tune_cli_bad_input(tmp_path, capsys, argv, msg):
     from find_rl import tune

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from find_rl.compare.settings import CompareSettings, find_variant
+from find_rl.compare.settings import CompareSettings, method_info
 
 METHOD_FILE = "method.json"
 
@@ -26,23 +26,24 @@ def save_run(path: Path, res: dict) -> None:
 
 def run_key(cs: CompareSettings, method: str) -> dict:
     """What a finished run depends on: a rerun reuses it only when all of this is unchanged."""
+    info = method_info(method)
     key = {"prompts": cs.prompts, "samples": cs.samples, "iterations": cs.iterations, "samples_per_prompt": cs.samples_per_prompt}
     if cs.world != "shapes":  # (runs cached before worlds existed were all on shapes)
         key |= {"world": cs.world}
     if cs.device != "cpu":  # timings (and float rounding) differ by device
         key |= {"device": cs.device}
-    if method == "ddpo":
+    if info.kind == "ddpo":
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
-    if method == "ddpo" or find_variant(method) is not None or method.startswith("amortized"):  # fresh-sample checkpoints
+    if info.fresh_checkpoints:
         key |= {"checkpoint_every": cs.checkpoint_every, "checkpoint_samples": cs.checkpoint_samples}
-    if find_variant(method) is not None or method.startswith("amortized"):  # trained through find_rl.run.find_run: its defaults too
+    if info.trains_with_find_run:  # trained through find_rl.run.find_run: its defaults too
         from find_rl.core.settings import RunSettings
 
         defaults = RunSettings().to_dict()
         key |= {"run_defaults": {part: defaults[part] for part in ("policy", "find")}}
-    if method.startswith("amortized"):
+    if info.kind == "amortized":
         key |= {"amortized_hidden": cs.amortized_hidden}
-    if method == "amortized":
+    if info.amortized == "held-out":
         key |= {"held_out": sorted(cs.held_out)}
     return key
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from find_rl.compare.settings import CompareSettings, find_variant
+from find_rl.compare.settings import CompareSettings, method_info
 from find_rl.core.progress import HistoryRow, history
 from find_rl.evaluation.scoring import evaluate_distributions, evaluation_seed, score_image_sets
 
@@ -226,14 +226,13 @@ def find(changes: dict, *, amortized: str | None = None):
 
 def method_for(name: str):
     """The function that trains (where it trains) and scores method ``name``."""
-    if name.startswith("best-of-"):
-        return best_of_n(int(name.rsplit("-", 1)[1]))
-    table = {"base": base, "cem": cem(), "cem-4x4": cem(4), "find-paper": paper_loop(), "find-paper-4x4": paper_loop(4),
-             "ddpo": ddpo,
-             "amortized": find({}, amortized="held-out"), "amortized-all": find({}, amortized="all")}
-    if name in table:
-        return table[name]
-    changes = find_variant(name)
-    if changes is None:  # parse_methods keeps this unreachable
-        raise ValueError(f"unknown method {name!r}")
-    return find(changes)
+    info = method_info(name)
+    if info.kind == "best-of":
+        return best_of_n(info.n)
+    if info.kind == "cem":
+        return cem(info.resolution)
+    if info.kind == "paper":
+        return paper_loop(info.resolution)
+    if info.kind == "amortized":
+        return find({}, amortized=info.amortized)
+    return {"base": base, "ddpo": ddpo}.get(info.kind) or find(info.changes)

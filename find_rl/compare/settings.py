@@ -14,7 +14,46 @@ from find_rl.core.settings import WORLD_NAMES
 #: FIND's own methods: the run settings each changes from ``python -m find_rl.train``'s defaults
 FIND_METHODS = {"find": {}, "find-nocal": {"baseline": "none"}, "find-noclip": {"clip_param": math.inf},
                 "find-clamp": {"surrogate": "clamp"}}
-OTHER = ("base", "cem", "cem-4x4", "ddpo", "find-paper", "find-paper-4x4", "amortized", "amortized-all")
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method name means, parsed once (the one place names are matched): its ``kind`` (base, best-of, cem,
+    paper, ddpo, find, amortized) and its parameters."""
+
+    name: str
+    kind: str
+    changes: dict = dataclasses.field(default_factory=dict)  # find / amortized: run-setting changes from train's defaults
+    resolution: int | None = None  # cem / paper: the mean's resolution (None: full)
+    n: int = 0  # best-of: candidates per delivered image
+    amortized: str | None = None  # amortized: "held-out" (trained on every prompt but --held-out) or "all"
+
+    @property
+    def trains_with_find_run(self) -> bool:
+        """Trained through :mod:`find_rl.run.find_run` (so train's defaults are part of what it depends on)."""
+        return self.kind in ("find", "amortized")
+
+    @property
+    def fresh_checkpoints(self) -> bool:
+        """Scored on fresh samples during training (the speed figure)."""
+        return self.kind in ("ddpo", "find", "amortized")
+
+
+def method_info(name: str) -> MethodInfo:
+    """Parse a method name; a one-line ``ValueError`` for an unknown one."""
+    fixed = {"base": MethodInfo("base", "base"), "cem": MethodInfo("cem", "cem"), "cem-4x4": MethodInfo("cem-4x4", "cem", resolution=4),
+             "find-paper": MethodInfo("find-paper", "paper"),
+             "find-paper-4x4": MethodInfo("find-paper-4x4", "paper", resolution=4), "ddpo": MethodInfo("ddpo", "ddpo"),
+             "amortized": MethodInfo("amortized", "amortized", amortized="held-out"),
+             "amortized-all": MethodInfo("amortized-all", "amortized", amortized="all")}
+    if name in fixed:
+        return fixed[name]
+    if re.fullmatch(r"best-of-[1-9]\d*", name):
+        return MethodInfo(name, "best-of", n=int(name.rsplit("-", 1)[1]))
+    changes = find_variant(name)
+    if changes is None:
+        raise ValueError(f"unknown method {name!r}; choose from base, best-of-N (e.g. best-of-16), cem, ddpo, "
+                         f"{', '.join(FIND_METHODS)} (each also as NAME+SETTING=VALUE), find-paper, cem-4x4, find-paper-4x4 "
+                         "(FIND's C x 4 x 4 mean), amortized, amortized-all")
+    return MethodInfo(name, "find", changes=changes)
 DEFAULT_HELD_OUT = ("a green circle", "a blue square")
 
 
@@ -59,10 +98,7 @@ def parse_methods(text: str) -> list[str]:
     if not methods:
         raise ValueError("--methods is empty; e.g. --methods base,best-of-16,cem,ddpo,find")
     for m in methods:
-        if find_variant(m) is None and m not in OTHER and not re.fullmatch(r"best-of-[1-9]\d*", m):
-            raise ValueError(f"unknown method {m!r}; choose from base, best-of-N (e.g. best-of-16), cem, ddpo, "
-                             f"{', '.join(FIND_METHODS)} (each also as NAME+SETTING=VALUE), find-paper, cem-4x4, find-paper-4x4 "
-                             "(FIND's C x 4 x 4 mean), amortized, amortized-all")
+        method_info(m)  # an unknown name ends here
     if len(set(methods)) != len(methods):
         raise ValueError("--methods lists a method twice")
     return methods
