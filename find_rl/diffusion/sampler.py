@@ -119,3 +119,14 @@ class DiffusionSampler:
         if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.transpose(0, 3, 1, 2) * 2.0 - 1.0  # diffusers image pipelines: NHWC in [0, 1]
         return SampleOutput(images=images, latents=latents)
+
+
+#: images per pipeline call when rendering many (bounded memory, and one call's batching overhead amortised)
+RENDER_CHUNK = 576
+
+
+def render(sampler, noise: torch.Tensor, prompts: list[str], *, chunk: int = RENDER_CHUNK) -> np.ndarray:
+    """Render ``noise`` ``(N, *latent_shape)`` for ``prompts`` (N) in calls of at most ``chunk`` images: ``(N, ...)``
+    images. The one render loop of the evaluation and the baselines (``sampler``: anything with ``sample``)."""
+    return np.concatenate([sampler.sample(noise[i : i + chunk], prompts[i : i + chunk]).images
+                           for i in range(0, len(prompts), chunk)])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
+from find_rl.diffusion.sampler import RENDER_CHUNK, DiffusionSampler, SamplerSettings, render
 from find_rl.evaluation.diversity import aligned_entry, aligned_factor_entry, diversity, same_sampler, sampler_key
 from find_rl.worlds import World, get_world, world_of_model
 
@@ -73,7 +73,7 @@ def evaluate_distributions(
     seed: int = 0,
     settings: SamplerSettings | None = None,
     sampler: DiffusionSampler | None = None,
-    chunk: int = 576,
+    chunk: int = RENDER_CHUNK,
     return_images: int = 0,
     transform=None,
     world: str | World | None = None,
@@ -96,8 +96,7 @@ def evaluate_distributions(
         noise = mean.reshape(len(prompts), 1, *shape) + std.reshape(len(prompts), 1, *shape) * noise
     flat_prompts = [p for p in prompts for _ in range(samples)]
     flat_noise = noise.reshape(-1, *shape)
-    images = np.concatenate([sampler.sample(flat_noise[i : i + chunk], flat_prompts[i : i + chunk]).images
-                             for i in range(0, len(flat_prompts), chunk)])
+    images = render(sampler, flat_noise, flat_prompts, chunk=chunk)
     scored = score_image_sets({p: images[i * samples : (i + 1) * samples] for i, p in enumerate(prompts)},
                               return_images=return_images, world=world_for(model, world))
     used = sampler_key(sampler.settings)  # which reference the aligned diversity may be compared with
