@@ -32,7 +32,7 @@ def test_exported_policy_drives_the_sd_pipeline_through_generate(tiny_sd, tmp_pa
     save_policy(tmp_path / "pol", pol)
     assert generate.main(["--policy", str(tmp_path / "pol"), "--prompt", "a green dog", "--num-images", "2",
                           "--out", str(tmp_path / "png")]) == 0
-    assert len(list((tmp_path / "png").glob("*.png"))) == 2
+    assert len(list((tmp_path / "png").glob("0*.png"))) == 2 and (tmp_path / "png" / "grid.png").is_file()
     # a policy whose latent does not fit the model is refused in one line
     bad = NoisePolicy(prompts=["a green dog"], mean=torch.zeros(1, 3, 16, 16), std=torch.ones(1, 3, 16, 16), model=tiny_sd)
     save_policy(tmp_path / "bad", bad)
