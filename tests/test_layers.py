@@ -22,7 +22,8 @@ LAYERS = [
       "find_rl.shapes", "find_rl.shapes.world", "find_rl.shapes.detector", "find_rl.shapes.text_encoder",
       "find_rl.shapes.pipeline", "find_rl.worlds", "find_rl.worlds.scenes", "find_rl.worlds.scenes.geometry",
       "find_rl.worlds.scenes.grammar", "find_rl.worlds.scenes.splits", "find_rl.worlds.scenes.render",
-      "find_rl.worlds.scenes.detect", "find_rl.worlds.scenes.scorer", "find_rl.worlds.scenes.adversarial"}),
+      "find_rl.worlds.scenes.detect", "find_rl.worlds.scenes.scorer", "find_rl.worlds.scenes.adversarial",
+      "find_rl.worlds.scenes.pipeline", "find_rl.worlds.scenes.baseline"}),
     ("envs, RLlib hooks, Ray actors, scoring",
      {"find_rl.envs", "find_rl.envs.noise_bandit", "find_rl.connectors", "find_rl.learner", "find_rl.noise_module",
       "find_rl.flow_module", "find_rl.config", "find_rl.scorers", "find_rl.ray_session", "find_rl.scoring"}),
@@ -31,7 +32,8 @@ LAYERS = [
       "find_rl.baselines.paper_loop", "find_rl.baselines.ddpo", "find_rl.baselines.scoring"}),
     ("the comparison", {"find_rl.compare", "find_rl.compare.methods", "find_rl.compare.cache", "find_rl.compare.report"}),
     ("commands", {"find_rl.train", "find_rl.tune", "find_rl.generate", "find_rl.evaluate", "find_rl.compare.cli",
-                  "find_rl.compare.__main__", "find_rl.shapes.train_base"}),
+                  "find_rl.compare.__main__", "find_rl.shapes.train_base",
+                  "find_rl.worlds.scenes.train_model"}),
 ]
 
 
