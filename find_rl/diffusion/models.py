@@ -53,6 +53,9 @@ def load_pipeline(model: str = "shapes", *, device: str = "cpu", dtype: str = "f
         raise ValueError(f"model {model!r} not found: pass {' or '.join(repr(w) for w in WORLD_NAMES)}, an existing pipeline "
                          "folder, or a hub id like 'org/name'")
     diffusers_logging.disable_progress_bar()  # loading bars would clutter the commands' output
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     try:
         pipe = cls.from_pretrained(path, **kwargs)
     except Exception as e:  # diffusers/safetensors raise many types for unreadable weights

@@ -4,50 +4,38 @@ training set of ``train --world scenes`` (rare prompts the frozen model fails, o
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 from find_rl.worlds.scenes.grammar import CATEGORIES, all_prompts, parse_prompt
-from find_rl.worlds.scenes.splits import split_of
+from find_rl.worlds.scenes.splits import prompts_by_split, split_of
 
-#: the splits, in report order
-SPLITS = ("common", "rare", "policy", "unseen_pairs", "unseen_relations", "swapped")
 #: prompts per (split, category) stratum in the default evaluation set (all of a smaller stratum)
-PER_STRATUM = 8
+PER_STRATUM = 12
 #: a rare prompt is a training default when the frozen model's aligned rate on it is at most this
 RARE_AT_MOST = 0.3
 BASELINE = Path(__file__).resolve().parent / "model" / "baseline.json"
 
 
-def strata() -> dict[tuple[str, str], list[str]]:
-    """``{(split, category): prompts}`` over the whole language, in :func:`all_prompts` order."""
-    out: dict[tuple[str, str], list[str]] = {}
-    for p in all_prompts():
-        out.setdefault((split_of(p), parse_prompt(p).category), []).append(p)
-    return out
-
-
 def default_eval_prompts(per_stratum: int = PER_STRATUM) -> list[str]:
-    """At most ``per_stratum`` prompts of every (split, category) stratum, spread evenly over its fixed order
-    (deterministic; a few hundred prompts), splits in :data:`SPLITS` order, categories in GenEval's."""
-    groups = strata()
-    out = []
-    for split in SPLITS:
+    """The stratified evaluation prompts: up to ``per_stratum`` per (split, category), chosen by CRC-32 of the text
+    (deterministic, spread over the stratum), listed in :func:`all_prompts` order; 211 prompts at 12."""
+    chosen = set()
+    for split, texts in prompts_by_split().items():
         for cat in CATEGORIES:
-            ps = groups.get((split, cat), [])
-            if len(ps) > per_stratum:
-                step = len(ps) / per_stratum
-                ps = [ps[int(i * step)] for i in range(per_stratum)]
-            out += ps
-    return out
+            stratum = [t for t in texts if parse_prompt(t).category == cat]
+            chosen.update(sorted(stratum, key=lambda t: (zlib.crc32(t.encode()), t))[:per_stratum])
+    return [t for t in all_prompts() if t in chosen]
 
 
 def default_train_prompts(baseline: Path = BASELINE) -> list[str]:
     """Per category, the rare evaluation prompt the frozen model fails least while still failing (aligned rate
-    <= :data:`RARE_AT_MOST` in the shipped ``baseline.json``; the most fixable failure), so every category where the
-    model is rare is represented once. Without a baseline file: the first rare evaluation prompt of each category."""
+    <= :data:`RARE_AT_MOST` in the shipped ``baseline.json``: the most fixable failure), so every category where the
+    model is rare is represented once; a category with no such prompt is left out. Without a baseline file: the first
+    rare evaluation prompt of each category."""
     rates = {}
     if baseline.is_file():
-        rates = {p: r["alignment"] for p, r in json.loads(baseline.read_text()).get("prompts", {}).items()}
+        rates = {p: r["aligned"] for p, r in json.loads(baseline.read_text()).get("prompts", {}).items()}
     chosen = []
     for cat in CATEGORIES:
         rare = [p for p in default_eval_prompts() if split_of(p) == "rare" and parse_prompt(p).category == cat]
