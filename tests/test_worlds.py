@@ -76,3 +76,22 @@ def test_evaluate_labels_every_prompt_with_its_split_and_category(tmp_path):
     res = json.loads(out.read_text())
     assert res["prompts"]["a red circle"]["split"] == "common" and res["prompts"]["a green circle"]["split"] == "rare"
     assert {s["split"] for s in res["summary"]} == {"common", "rare"}
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_run_on_the_scenes_world(ray_local, tmp_path, capsys):
+    """``--world scenes`` end to end at a tiny budget: its model, its exact scorer as the reward, its labels."""
+    from find_rl import evaluate, train
+
+    out = tmp_path / "run"
+    assert train.main(["--world", "scenes", "--out", str(out), "--prompts", "two green triangles", "a blue circle",
+                       "--iterations", "2", "--samples-per-prompt", "4", "--eval-samples", "8"]) == 0
+    meta = json.loads((out / "noise_policy.json").read_text())
+    assert meta["model"] == "scenes" and meta["latent_shape"] == [3, 32, 32]
+    assert "scenes world's exact scorer" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert evaluate.main(["--policy", str(out), "--samples", "4", "--json", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())["prompts"]
+    assert res["two green triangles"]["category"] == "counting" and res["a blue circle"]["category"] == "colors"
+    assert {r["split"] for r in res.values()} <= {"common", "rare", "policy"}
+    assert all(r.get("aligned_factor_diversity", "absent") != "absent" for r in res.values())

@@ -30,6 +30,11 @@ from find_rl.objectives.mass_covering import OBJECTIVES
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: the embedded worlds (:mod:`find_rl.worlds`, one folder each): ``--world``, and each one's model and reward alias
 WORLD_NAMES = ("shapes", "scenes")
+#: the noise policy's default learning rate per world. shapes: lr 0.1 with a binding clip (bench/RESULTS.md, "Defaults
+#: that use the clip": the clip stops ~20% of samples per update and keeps lr 0.1 stable). scenes: at 0.1 Adam's
+#: normalised steps follow the noise of 32 samples per prompt on a 6-clause reward and the mean drifts off the model's
+#: aligned region (seed 0: 0.19 -> 0.00); at 0.02 it learns (bench/RESULTS.md, "The scenes world")
+WORLD_LR = {"shapes": 0.1, "scenes": 0.02}
 POLICY_TYPES = ("per-prompt", "amortized", "flow")
 #: ``only=`` of the settings that belong to some policy families (any other family refuses them in one line)
 PER_PROMPT, AMORTIZED, FLOW = ("per-prompt",), ("amortized",), ("flow",)
@@ -178,10 +183,9 @@ class PolicySettings(_Part):
 class FindSettings(_Part):
     """FIND's optimisation settings; they reach the learner inside :class:`find_rl.rllib.config.FindPPOConfig`."""
 
-    # lr 0.1 with a binding clip (bench/RESULTS.md, "Defaults that use the clip"): the clip stops ~20% of samples per
-    # update and is what keeps lr 0.1 stable (0.41 alignment without it on seed 0); the old default (lr 0.05, clip 0.2)
-    # never clipped
-    lr: float = setting(0.1, check=finite_positive, help="learning rate of the noise policy")
+    # None: the world's (WORLD_LR)
+    lr: float | None = setting(None, check=finite_positive, cli={"type": float},
+                               help="learning rate of the noise policy (default: the world's, shapes 0.1, scenes 0.02)")
     clip_param: float = setting(0.005, parse=parse_clip, check=positive,
                                 help="PPO ratio clip on the per-element ratio (~ -ln(1 - clip) nats of KL per element per "
                                      "update); 'inf' = none")
@@ -326,6 +330,8 @@ class RunSettings(_Part):
             self.model = self.world
         if not self.reward:
             self.reward = [self.world]
+        if self.find.lr is None:
+            self.find = dataclasses.replace(self.find, lr=WORLD_LR[self.world])
         other = next((w for w in WORLD_NAMES if w != self.world and (self.model == w or any(
             r.split(":")[0] in (w, f"{w}-strict") for r in self.reward))), None)
         if other is not None:

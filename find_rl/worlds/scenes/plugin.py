@@ -13,6 +13,11 @@ from find_rl.worlds.scenes.grammar import CATEGORIES, all_prompts, parse_prompt
 from find_rl.worlds.scenes.splits import split_of
 
 
+#: the training reward of an image that is not aligned: this share of its shaped clause credit (the scorer's
+#: ``reward``), so success (1) stands clear of every partial one (at most 0.5), as in the shapes world
+UNALIGNED_SHARE = 0.5
+
+
 class ScenesWorld(World):
     name = "scenes"
     model_dir = Path(__file__).resolve().parent / "model"
@@ -42,13 +47,12 @@ class ScenesWorld(World):
         return parse_prompt(prompt).category
 
     def score(self, images: np.ndarray, prompts: list[str], *, strict: bool = False) -> dict[str, np.ndarray]:
-        """:func:`find_rl.worlds.scenes.scorer.score`; with ``strict`` the reward is 1 for a strict pass, 0.95 for a
-        lenient one, and 0.95 x the shaped credit below (so the order of the shaped reward is kept)."""
+        """:func:`find_rl.worlds.scenes.scorer.score`: 1 for an aligned image (strict: a strict pass), else
+        :data:`UNALIGNED_SHARE` x its shaped clause credit."""
         s = scorer.score(images, prompts)
-        if not strict:
-            return {"score": s.reward, "aligned": s.aligned, "strict": s.strict}
-        reward = np.where(s.strict, 1.0, np.where(s.aligned, 0.95, 0.95 * s.reward)).astype(np.float32)
-        return {"score": reward, "aligned": s.strict, "strict": s.strict}
+        aligned = s.strict if strict else s.aligned
+        reward = np.where(aligned, 1.0, UNALIGNED_SHARE * s.reward).astype(np.float32)
+        return {"score": reward, "aligned": aligned, "strict": s.strict}
 
     def factors(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         """Each prompt object's matched (x centre, y centre, box side), flattened: ``(N, 3 * MAX_OBJECTS)``, NaN where
