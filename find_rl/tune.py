@@ -141,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("find_rl.tune resumes by itself: rerun it with the same --out")
         if args.num_reward_workers:
             raise ValueError("find_rl.tune scores inside each trial; drop --num-reward-workers")
-        sweep = fields.from_args(SweepSettings, args)
-        if sweep.kl_grid and args.policy_type != "flow":
+        grid = fields.from_args(SweepSettings, args)
+        if grid.kl_grid and args.policy_type != "flow":
             raise ValueError("--kl-grid sweeps the flow's beta; add --policy-type flow")
-        args.clip_grid, args.seeds, args.kl_grid = sweep.clip_grid, sweep.seeds, sweep.kl_grid
-        args.stop_alignment, args.max_concurrent = sweep.stop_alignment, sweep.max_concurrent
+        args.clip_grid, args.seeds, args.kl_grid = grid.clip_grid, grid.seeds, grid.kl_grid
+        args.stop_alignment, args.max_concurrent = grid.stop_alignment, grid.max_concurrent
         args.clip_param = str(args.clip_grid[0])
         from find_rl import train
 
