@@ -10,9 +10,9 @@ image itself (3 x 16 x 16), so the noise policy acts on 768 numbers.
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
+from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
 
-from find_rl.diffusion.images import to_pil
+from find_rl.diffusion.pixel_loop import denoise_to_images
 from find_rl.worlds.shapes.text_encoder import ShapesTextEncoder
 
 
@@ -48,35 +48,14 @@ class ShapesPipeline(DiffusionPipeline):
         4. Return images in [-1, 1] as ``(N, 3, H, W)`` float32 (``"np"``/``"pt"``) or PIL images (``"pil"``).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        device, dtype = self.unet.device, self.unet.dtype
+        dtype = self.unet.dtype
         cond = self.text_encoder.encode(prompts).to(dtype)
         do_cfg = guidance_scale > 1.0
         if do_cfg:
             cond = torch.cat([self.text_encoder.encode([""] * len(prompts)).to(dtype), cond])
-        shape = (len(prompts), *self.latent_shape)
-        if latents is None:
-            latents = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape} for {len(prompts)} prompts")
-        x = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.scheduler.timesteps:
-            model_in = torch.cat([x, x]) if do_cfg else x
-            out = self.unet(model_in, t, class_labels=cond).sample
-            if do_cfg:
-                uncond, text = out.chunk(2)
-                out = uncond + guidance_scale * (text - uncond)
-            x = self.scheduler.step(out, t, x, eta=eta, generator=generator).prev_sample
-        images = x.clamp(-1, 1).float()
-        if output_type == "pt":
-            result = images
-        elif output_type == "np":
-            result = images.cpu().numpy()
-        elif output_type == "pil":
-            result = to_pil(images.cpu().numpy())
-        else:
-            raise ValueError(f"output_type must be 'np', 'pt' or 'pil', got {output_type!r}")
-        return ImagePipelineOutput(images=result) if return_dict else (result,)
+        return denoise_to_images(self, lambda x, t: self.unet(x, t, class_labels=cond).sample, n=len(prompts),
+                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
+                                 generator=generator, latents=latents, output_type=output_type, return_dict=return_dict)
 
 
 def build_pipeline(*, embed_dim: int = 64, num_train_timesteps: int = 1000) -> ShapesPipeline:
