@@ -201,3 +201,17 @@ def test_detect_reports_box_and_colour():
     d = detect_batch(put(blank(), "triangle", "magenta", 5, 7, s=13)[None])[0]
     (o,) = d.objects
     assert (o.shape, o.colour, o.box, o.size, o.centre) == (S["triangle"], C["magenta"], (5, 7, 18, 20), 13, (11.5, 13.5))
+
+
+def test_training_sizes_knob_draws_only_those_sprites_and_evaluation_scenes_keep_every_size():
+    from find_rl.worlds.scenes.render import sample_scenes, sample_training_batch
+    from find_rl.worlds.scenes.splits import Knobs
+
+    images, prompts = sample_training_batch(300, np.random.default_rng(0), Knobs(sizes=(11,)))
+    result = score(images, prompts)
+    sides = result.factors[..., 2][~np.isnan(result.factors[..., 2])]
+    assert result.aligned.all() and set(np.unique(sides)) == {11}
+    sc = sample_scenes(prompts, np.random.default_rng(1), knobs=Knobs(sizes=(11,)))  # evaluation scenes: every size
+    assert set(np.unique(sc.size[sc.shape >= 0])) == set(SIZES)
+    with pytest.raises(ValueError, match="subset of"):
+        Knobs(sizes=(10,))

@@ -69,13 +69,14 @@ def _draw_colours(shape: np.ndarray, colour: np.ndarray, rng: np.random.Generato
     colour[free] = np.minimum((rng.random(free.sum())[:, None] > cdf).sum(axis=1), len(COLOURS) - 1)
 
 
-def _place(sc: Scenes, rows: np.ndarray, rel: np.ndarray, training: bool, rng: np.random.Generator) -> np.ndarray:
+def _place(sc: Scenes, rows: np.ndarray, rel: np.ndarray, training: bool, rng: np.random.Generator,
+           sizes: tuple[int, ...] = SIZES) -> np.ndarray:
     """Draw sides and box corners for the scenes ``rows`` in place, one object after the other: each object takes
     the first of ``_CANDIDATES`` uniform corners that keeps the border, gap, relation and training rules with the
     objects already placed. Returns which scenes found a place for every object (the others are redrawn)."""
     shape = sc.shape[rows]
     m, present = len(rows), shape >= 0
-    s = np.asarray(SIZES)[rng.integers(len(SIZES), size=(m, MAX_OBJECTS))]
+    s = np.asarray(sizes)[rng.integers(len(sizes), size=(m, MAX_OBJECTS))]
     corner = np.zeros((m, MAX_OBJECTS, 2), dtype=np.int64)
     placed = np.ones(m, dtype=bool)
     forbidden = splits.forbidden_relations()
@@ -106,8 +107,9 @@ def sample_scenes(prompts: list[str | Prompt], rng: np.random.Generator, *, trai
                   knobs: splits.Knobs = splits.Knobs()) -> Scenes:
     """One ground-truth scene per prompt.
 
-    ``training=False`` draws colour-free objects uniformly over all colours and renders any prompt, held-out ones
-    included (for evaluation). ``training=True`` keeps the held-out rules of the module docstring.
+    ``training=False`` draws colour-free objects uniformly over all colours and sides uniformly over ``SIZES``, and
+    renders any prompt, held-out ones included (for evaluation). ``training=True`` keeps the held-out rules of the
+    module docstring and draws sides from ``knobs.sizes``.
     """
     parsed = [parse_prompt(p) if isinstance(p, str) else p for p in prompts]
     n = len(parsed)
@@ -137,7 +139,7 @@ def sample_scenes(prompts: list[str | Prompt], rng: np.random.Generator, *, trai
     sc = Scenes(shape, colour, *(np.zeros((n, MAX_OBJECTS), dtype=np.int64) for _ in range(3)))
     pending = np.arange(n)
     for _ in range(_MAX_ROUNDS):
-        pending = pending[~_place(sc, pending, rel[pending], training, rng)]
+        pending = pending[~_place(sc, pending, rel[pending], training, rng, knobs.sizes if training else SIZES)]
         if len(pending) == 0:
             return sc
     raise RuntimeError(f"could not place {len(pending)} scenes in {_MAX_ROUNDS} rounds, e.g. {parsed[pending[0]].text!r}")

@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from find_rl.worlds.scenes.grammar import CATEGORIES, COLOURS, RELATIONS, Prompt, all_prompts, parse_prompt
-from find_rl.worlds.scenes.geometry import SHAPES
+from find_rl.worlds.scenes.geometry import SHAPES, SIZES
 
 HELD_OUT_SPLITS: tuple[str, ...] = ("unseen_pairs", "unseen_relations", "swapped")
 SPLITS: tuple[str, ...] = ("common", "rare", "policy", *HELD_OUT_SPLITS)
@@ -76,6 +76,12 @@ class Knobs:
     floor: float = 0.02
     #: Share of each category in the training data, in ``CATEGORIES`` order.
     category_mix: tuple[float, ...] = (0.1, 0.1, 0.15, 0.15, 0.3, 0.2)
+    #: Sprite sides drawn in the training data (a subset of ``geometry.SIZES``; evaluation scenes use them all).
+    sizes: tuple[int, ...] = SIZES
+
+    def __post_init__(self) -> None:
+        if not self.sizes or not set(self.sizes) <= set(SIZES):
+            raise ValueError(f"training sizes must be a non-empty subset of {SIZES}, got {self.sizes}")
 
 
 def canonical(prompt: Prompt) -> Prompt:

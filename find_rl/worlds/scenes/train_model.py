@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from find_rl.worlds.scenes.pipeline import ScenesModelConfig, ScenesPipeline, build_pipeline, num_parameters
+from find_rl.worlds.scenes.geometry import SIZES
 from find_rl.worlds.scenes.render import sample_training_batch
+from find_rl.worlds.scenes.splits import Knobs
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class TrainConfig:
     focus_fraction: float = 0.5
     seed: int = 0
     log_every: int = 100
+    #: Sprite sides of the training data (``splits.Knobs.sizes``); the world's scorer accepts every side of ``SIZES``.
+    sizes: tuple[int, ...] = SIZES
 
 
 def lr_factor(step: int, c: TrainConfig) -> float:
@@ -96,9 +100,10 @@ def train(c: TrainConfig = TrainConfig(), model: ScenesModelConfig = ScenesModel
     sampling.set_timesteps(model.num_inference_steps)
     focus = sampling.timesteps.clone()
     losses, data_s = [], 0.0
+    knobs = Knobs(sizes=tuple(c.sizes))
     for step in range(c.steps):
         t0 = time.perf_counter()
-        images, prompts = sample_training_batch(c.batch_size, rng)
+        images, prompts = sample_training_batch(c.batch_size, rng, knobs)
         x0 = torch.from_numpy(images)
         ids = ids_of(prompts)
         data_s += time.perf_counter() - t0
@@ -146,6 +151,8 @@ def write_model_card(out: Path, *, command: str, train: TrainConfig, model: Scen
     s = baseline["sampler"]
     pooled = (", plus an attention-pooled text summary added to the time embedding (`addition_embed_type='text'`)"
               if model.pooled_text else "")
+    sizes_note = ("" if tuple(train.sizes) == SIZES else
+                  f" (of the world's {', '.join(map(str, SIZES))}: one sprite per shape to learn; the scorer accepts every side)")
     card = f"""# find_rl scenes model
 
 The frozen text-to-image model of the `scenes` world (`find_rl/worlds/scenes`): a pixel-space diffusion pipeline
@@ -167,7 +174,7 @@ with `ScenesPipeline.from_pretrained(folder)` (`find_rl.worlds.scenes.pipeline`)
 ## Data
 
 `render.sample_training_batch` drawn on the fly: {train.steps * train.batch_size:,} images ({train.steps} batches of
-{train.batch_size}), prompts by the world's frequency knobs (`splits.Knobs()`: rare colours x0.1, rare sides x0.1,
+{train.batch_size}), sprite sides {', '.join(map(str, train.sizes))} px{sizes_note}, prompts by the world's frequency knobs (`splits.Knobs()`: rare colours x0.1, rare sides x0.1,
 three objects x0.2, ...), never a held-out composition (unseen pairs, unseen relations, swapped pairs).
 
 ## Training
@@ -205,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--focus-fraction", type=float, default=d.focus_fraction,
                    help="share of timesteps drawn from the DDIM sampler's own (the rest uniform)")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes),
+                   help=f"sprite sides of the training data, a subset of {list(SIZES)}")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the weights depend on it)")
     p.add_argument("--eval-samples", type=int, default=16, help="noise draws per prompt for baseline.json (0: skip)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (e.g. the shipped model)")
@@ -216,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                      focus_fraction=args.focus_fraction)
+                      focus_fraction=args.focus_fraction, sizes=tuple(args.sizes))
     model = ScenesModelConfig()
     pipe, record = train(cfg, model)
     if args.out.exists():
@@ -248,6 +257,8 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--eval-samples must be >= 0, got {args.eval_samples}"
     if not (math.isfinite(args.lr) and args.lr > 0):
         return f"--lr must be a finite number > 0, got {args.lr}"
+    if not set(args.sizes) <= set(SIZES):
+        return f"--sizes must be among the world's sprite sides {list(SIZES)}, got {args.sizes}"
     if not 0 <= args.focus_fraction <= 1:
         return f"--focus-fraction must be in [0, 1], got {args.focus_fraction}"
     if args.out.exists() and not args.out.is_dir():
