@@ -16,7 +16,12 @@ Spaces (documented contract):
 :class:`NoiseBanditVectorEnv` renders all ``num_envs`` sub-envs in one sampler call and uses gymnasium's
 NEXT_STEP autoreset: after the rendering step, the next ``step`` only resets (new prompt, reward 0) and renders
 nothing. Sub-env ``i`` is given prompt ``i % P`` (``prompt_assignment="round_robin"``, balanced per-prompt
-groups) or a random prompt (``"random"``).
+groups) or a random prompt (``"random"``). With more prompts than ``prompts_per_iteration`` (K), every reset of the
+whole batch draws K distinct prompts afresh and sub-env ``i`` gets the ``i % K``-th (balanced groups of the drawn
+prompts): a prompt-conditioned policy sees a fresh subset of a large prompt list every iteration. The draw uses
+numpy's global generator, which the run seeds per iteration and runner (an exactly resumable stream).
+
+``text_features`` (``"pooled"`` or ``"tokens"``, :mod:`find_rl.core.observation`) picks the observation's text part.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class _Bandit:
         sampler: SamplerSettings | dict | None = None,
         num_reward_workers: int = 0,
         prompt_assignment: str = "round_robin",
+        prompts_per_iteration: int | None = None,
+        text_features: str = "pooled",
         torch_threads: int | None = None,
         seed: int = 0,
     ):
@@ -67,6 +74,9 @@ class _Bandit:
         if prompt_assignment not in ("round_robin", "random"):
             raise ValueError(f"prompt_assignment must be 'round_robin' or 'random', got {prompt_assignment!r}")
         self.prompt_assignment = prompt_assignment
+        if prompts_per_iteration is not None and prompts_per_iteration < 1:
+            raise ValueError(f"prompts_per_iteration must be >= 1, got {prompts_per_iteration}")
+        self.prompts_per_iteration = min(prompts_per_iteration or len(self.prompts), len(self.prompts))
         settings = SamplerSettings(**sampler) if isinstance(sampler, dict) else (sampler or SamplerSettings())
         self.sampler = DiffusionSampler.from_pretrained(model, settings, seed=seed)
         if num_reward_workers > 0:  # score on the named scorer actors the driver created (find_rl.rewards.scorers)
@@ -77,7 +87,7 @@ class _Bandit:
             self.reward = make_reward(reward, device=settings.device, dtype=settings.dtype)
         else:
             self.reward = reward
-        self.features = prompt_features(self.sampler.pipeline, self.prompts)  # (P, P + E)
+        self.features = prompt_features(self.sampler.pipeline, self.prompts, text_features)  # (P, P + E)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.shape[1],), np.float32)
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (self.sampler.latent_dim,), np.float32)
         self.reward_timer = RewardTimer()  # Ray metrics (image count, reward latency) when running under Ray
@@ -143,7 +153,11 @@ class NoiseBanditVectorEnv(VectorEnv):
         self.images_rendered = 0
 
     def _assign(self, which: np.ndarray) -> None:
-        if self._b.prompt_assignment == "round_robin":
+        k, n_prompts = self._b.prompts_per_iteration, len(self.prompts)
+        if k < n_prompts and which.all():  # a fresh subset of the prompts for the whole batch
+            drawn = np.random.choice(n_prompts, size=k, replace=False)
+            self._idx[:] = drawn[np.arange(self.num_envs) % k]
+        elif self._b.prompt_assignment == "round_robin":
             self._idx[which] = np.flatnonzero(which) % len(self.prompts)
         else:
             self._idx[which] = self.np_random.integers(len(self.prompts), size=int(which.sum()))

@@ -61,10 +61,12 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
     pol = None
     settings = {}
     if policy != "base":
+        from find_rl.evaluation.scoring import serve_prompts
         from find_rl.policies.export import load_policy
 
         pol = load_policy(policy)
-        pol.index(prompt)  # a clear error for a prompt the policy was not trained on
+        serve_prompts(pol, [prompt], model=model)  # a policy that reads the text answers any prompt of its model
+        pol.index(prompt)  # a clear error for a prompt a per-prompt policy was not trained on
         settings = dict(pol.sampler)
     if device is not None:
         settings["device"] = device

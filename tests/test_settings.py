@@ -81,6 +81,10 @@ BAD = [
     (LoopSettings, "eval_samples", 1, "--eval-samples must be 0 (no final report) or >= 2"),
     (LoopSettings, "eval_samples", -1, "--eval-samples must be 0 (no final report) or >= 2"),
     (RunSettings, "samples_per_prompt", 1, "--samples-per-prompt must be >= 2"),
+    (RunSettings, "prompts_per_iteration", 0, "--prompts-per-iteration must be >= 1"),
+    (RunSettings, "train_prompts", 0, "--train-prompts must be >= 1"),
+    (LoopSettings, "eval_set_samples", 1, "--eval-set-samples must be >= 2"),
+    (PolicySettings, "text_features", "words", "--text-features must be one of"),
     (TrackingSettings, "image_every", -1, "--image-every must be >= 0"),
 ]
 

@@ -1,8 +1,13 @@
 """The noise bandit's observation layout and the frozen model's text encoding, written once (no Ray).
 
-An observation row is ``[one-hot of the prompt's index (P entries) | pooled text embedding of the prompt (E entries)]``:
-per-prompt policies (and the reward calibrator's grouping) read the one-hot, prompt-conditioned policies the
-embedding. The env builds rows with :func:`prompt_features`; every reader goes through :class:`ObservationLayout`.
+An observation row is ``[one-hot of the prompt's index (P entries) | text features of the prompt (E entries)]``:
+per-prompt policies (and the reward calibrator's grouping) read the one-hot, prompt-conditioned policies the text
+features. The env builds rows with :func:`prompt_features`; every reader goes through :class:`ObservationLayout`.
+
+The text features (``--text-features``, :data:`TEXT_FEATURES`) are the frozen encoder's pooled embedding
+(``"pooled"``, E = its width), or its token states with their attention mask (``"tokens"``:
+``[last_hidden_state (T x H, flattened) | mask (T)]``, E = T (H + 1)), which a policy reads by attention
+(:class:`find_rl.policies.amortized.TokenReader`), as a cross-attending denoiser reads them.
 
 The text encoding (:func:`encode_text`) is the pipeline's own: the shapes world's encoder (one vector per prompt, which
 its denoiser takes as ``class_labels``), or a transformers CLIP text encoder (SD, SDXL, ModelScope), whose pooled output
@@ -40,10 +45,14 @@ class ObservationLayout:
         return torch.cat([onehot, emb], dim=1)
 
 
+TEXT_FEATURES = ("pooled", "tokens")
+
+
 @dataclass
 class TextEncoding:
     pooled: torch.Tensor  # (P, E): one vector per prompt (empty E for pipelines without a text encoder)
     hidden: torch.Tensor | None  # (P, T, H): token states for a cross-attending denoiser; None for the shapes model
+    mask: torch.Tensor | None = None  # (P, T): 1 for a real token (BOS, words, EOS), 0 for padding; None with hidden
 
 
 @torch.no_grad()
@@ -57,11 +66,36 @@ def encode_text(pipeline, prompts: list[str]) -> TextEncoding:
         tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt")
         out = enc(tok.input_ids.to(enc.device))
-        return TextEncoding(pooled=out.pooler_output.float(), hidden=out.last_hidden_state)
+        mask = tok.get("attention_mask")
+        mask = torch.ones(tok.input_ids.shape) if mask is None else mask.float()
+        return TextEncoding(pooled=out.pooler_output.float(), hidden=out.last_hidden_state, mask=mask.to(enc.device))
     return TextEncoding(pooled=torch.zeros(len(prompts), 0), hidden=None)
 
 
-def prompt_features(pipeline, prompts: list[str]) -> np.ndarray:
+def text_features(pipeline, prompts: list[str], kind: str = "pooled") -> torch.Tensor:
+    """``(P, E)`` float32 text features of ``prompts`` (see the module docstring); a one-line ``ValueError`` when the
+    pipeline's encoder has no token states for ``"tokens"``."""
+    if kind not in TEXT_FEATURES:
+        raise ValueError(f"text features must be one of {', '.join(TEXT_FEATURES)}, got {kind!r}")
+    enc = encode_text(pipeline, prompts)
+    if kind == "pooled":
+        return enc.pooled.float().cpu()
+    if enc.hidden is None:
+        raise ValueError("this model's text encoder gives one vector per prompt and no token states; "
+                         "use --text-features pooled")
+    return torch.cat([enc.hidden.float().flatten(1), enc.mask.float()], dim=1).cpu()
+
+
+def token_shape(pipeline) -> tuple[int, int]:
+    """``(T, H)`` of the pipeline's token states (the ``"tokens"`` features' layout)."""
+    enc = encode_text(pipeline, [""])
+    if enc.hidden is None:
+        raise ValueError("this model's text encoder gives one vector per prompt and no token states; "
+                         "use --text-features pooled")
+    return tuple(int(v) for v in enc.hidden.shape[1:])
+
+
+def prompt_features(pipeline, prompts: list[str], kind: str = "pooled") -> np.ndarray:
     """``(P, P + E)`` float32 observation rows of ``prompts`` in this order (the env's observation table)."""
-    emb = encode_text(pipeline, prompts).pooled.cpu().numpy()
+    emb = text_features(pipeline, prompts, kind).numpy()
     return ObservationLayout(len(prompts)).rows(emb, list(range(len(prompts)))).numpy()

@@ -21,6 +21,9 @@ from find_rl.core import keys
 PROGRESS_FILE = "progress.jsonl"
 
 
+#: a progress line lists every prompt's alignment up to this many prompts
+PER_PROMPT_LINES = 16
+
 @dataclass
 class HistoryRow:
     iteration: int
@@ -57,7 +60,7 @@ class FindProgress:
     samples: int  # samples the learner trained on this iteration
     seconds: float
     images_per_s: float
-    reward_evals_per_prompt: int
+    reward_evals_per_prompt: int | float  # a float (the mean) when each iteration draws a subset of the prompts
     ess: float = math.nan  # mass-covering objectives: how well the behaviour's draws cover q* (find_rl/objectives/mass_covering.py)
 
     @classmethod
@@ -77,7 +80,10 @@ class FindProgress:
         return self.samples_invalid / max(self.samples + self.samples_invalid, 1)
 
     def format(self, total: int, prompts: list[str]) -> str:
-        per = " ".join(f"p{i}={self.alignment_per_prompt.get(p, math.nan):.2f}" for i, p in enumerate(prompts))
+        if len(prompts) <= PER_PROMPT_LINES:
+            per = " ".join(f"p{i}={self.alignment_per_prompt.get(p, math.nan):.2f}" for i, p in enumerate(prompts))
+        else:  # a run over many prompts draws a subset each iteration: too many to list
+            per = f"a subset of {len(prompts)} prompts"
         return (f"iter {self.iteration:>3}/{total}  reward {self.reward_mean:.3f}  align {self.alignment:.3f} [{per}]  "
                 f"clip {self.clip_fraction:.2f}  kl {self.approx_kl:.4f}  |mu| {self.mu_abs_mean:.2f}  "
                 f"std {self.std_mean:.2f}  " + (f"ess {self.ess:.2f}  " if math.isfinite(self.ess) else "")

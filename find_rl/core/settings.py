@@ -27,6 +27,8 @@ from find_rl.core.fields import (at_least, check_fields, check_only, finite, fin
                                  in_range, one_of, positive, setting)
 from find_rl.objectives.mass_covering import OBJECTIVES
 
+TEXT_FEATURES = ("pooled", "tokens")  # find_rl.core.observation reads the same names (no torch imported here)
+
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: the embedded worlds (:mod:`find_rl.worlds`, one folder each): ``--world``, and each one's model and reward alias
 WORLD_NAMES = ("shapes", "scenes")
@@ -158,6 +160,9 @@ class PolicySettings(_Part):
                                   help="amortized only: rank of a channel x space path, mu[c, x] = sum_r u_r(e)[c] v_r(e)[x] (0: none)", only=AMORTIZED)
     amortized_linear: bool = setting(True, cli={"action": argparse.BooleanOptionalAction},
                                      help="amortized only: keep the path linear in the embedding", only=AMORTIZED)
+    text_features: str = setting("pooled", check=one_of(*TEXT_FEATURES), cli={"choices": TEXT_FEATURES},
+                                 help="amortized only: what the policy reads of the frozen text encoder: its pooled "
+                                      "embedding, or its token states read by attention", only=AMORTIZED)
     flow_coupling: str = setting("affine", check=one_of("affine", "spline"), cli={"choices": ("affine", "spline")},
                                  help="flow only: affine (RealNVP) or rational-quadratic spline couplings", only=FLOW)
     flow_blocks: int = setting(4, check=at_least(0), help="flow only: coupling blocks (alternating checkerboard/channel masks)", only=FLOW)
@@ -270,6 +275,9 @@ class LoopSettings(_Part):
                                           help="stop (after a checkpoint) when more than this fraction of an iteration's "
                                                "rewards are NaN/inf")
     eval_samples: int = setting(256, check=_eval_samples, help="fresh samples per prompt for the final report (0: skip)")
+    eval_set_samples: int = setting(32, check=at_least(2),
+                                    help="a run over more prompts than it draws per iteration: fresh samples per prompt "
+                                         "of the world's evaluation set in the final report")
 
 
 @dataclass
@@ -313,7 +321,15 @@ class RunSettings(_Part):
     eval_prompts: list = setting(factory=list, cli={"nargs": "+"},
                                  help="amortized only: held-out prompts (never trained on) to export and score next to the trained ones")
     samples_per_prompt: int = setting(32, check=at_least(2), help="images per prompt per iteration (per env runner)")
+    prompts_per_iteration: int = setting(32, check=at_least(1),
+                                         help="prompts each env runner draws afresh every iteration when there are more "
+                                              "(each drawn prompt gets --samples-per-prompt images); all of them otherwise")
+    train_prompts: int | None = setting(None, check=at_least(1), cli={"type": int},
+                                        help="prompt-conditioned policies: train on the first N of the world's training "
+                                             "prompts (a fixed shuffled order; default: all of them)")
     latent_shape: tuple | None = setting(None, flag="", help="read from the model by find_rl.run.find_run.resolve")
+    token_shape: tuple | None = setting(None, flag="", help="(T, H) of the text encoder's token states, read from the "
+                                                             "model by resolve when the policy reads them")
     sampler: SamplerSettings = setting(factory=SamplerSettings, flag="")
     resources: ResourceSettings = setting(factory=ResourceSettings, flag="")
     policy: PolicySettings = setting(factory=PolicySettings, flag="")
@@ -325,6 +341,7 @@ class RunSettings(_Part):
         if isinstance(self.reward, str):
             self.reward = [self.reward]
         self.latent_shape = tuple(self.latent_shape) if self.latent_shape is not None else None
+        self.token_shape = tuple(self.token_shape) if self.token_shape is not None else None
         super().__post_init__()
         if self.model is None:  # the world's own model and exact scorer unless others are named
             self.model = self.world
@@ -345,11 +362,18 @@ class RunSettings(_Part):
         if self.policy.policy_type != "flow" and (self.find.mass_covering or self.find.behaviour_prior_share > 0):
             raise ValueError(f"--objective {self.find.objective} / --prior-share need the flow family's exact log-density; "
                              "add --policy-type flow")
-        answers = self.policy.policy_type == "amortized" or (self.policy.policy_type == "flow"
-                                                             and self.policy.flow_conditioning == "embedding")
-        if self.eval_prompts and not answers:
+        if self.eval_prompts and not self.answers_any_prompt:
             raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized (or flow with --flow-conditioning "
                              "embedding): a per-prompt policy has nothing for them")
+        if self.train_prompts is not None and not self.answers_any_prompt:
+            raise ValueError("--train-prompts picks training prompts for a prompt-conditioned policy; add --policy-type "
+                             "amortized (or flow with --flow-conditioning embedding), or drop it")
+
+    @property
+    def answers_any_prompt(self) -> bool:
+        """Whether the policy is a function of the prompt's text (amortised, or the flow conditioned on the embedding)."""
+        return self.policy.policy_type == "amortized" or (self.policy.policy_type == "flow"
+                                                          and self.policy.flow_conditioning == "embedding")
 
     def check_family(self, given: frozenset[str] | set[str] = frozenset()) -> None:
         """Refuse a policy or optimisation setting of another family than the chosen one: one line naming the flag.
@@ -377,9 +401,19 @@ class RunSettings(_Part):
 
     # ------------------------------------------------------------------------------------------------ derived sizes
     @property
+    def prompts_drawn(self) -> int:
+        """Prompts per env runner per iteration: all of them, or ``prompts_per_iteration`` drawn afresh."""
+        return min(len(self.prompts), self.prompts_per_iteration)
+
+    @property
+    def draws_prompts(self) -> bool:
+        """Whether each iteration draws a subset of the prompts (more prompts than ``prompts_per_iteration``)."""
+        return len(self.prompts) > self.prompts_per_iteration
+
+    @property
     def batch_size(self) -> int:
-        """Samples (episodes) per env runner per iteration: every prompt gets ``samples_per_prompt``."""
-        return len(self.prompts) * self.samples_per_prompt
+        """Samples (episodes) per env runner per iteration: every drawn prompt gets ``samples_per_prompt``."""
+        return self.prompts_drawn * self.samples_per_prompt
 
     @property
     def runners(self) -> int:
@@ -387,8 +421,10 @@ class RunSettings(_Part):
         return max(self.resources.num_env_runners, 1)
 
     @property
-    def samples_per_prompt_per_iteration(self) -> int:
-        """Reward evaluations each prompt gets per iteration, over all runners."""
+    def samples_per_prompt_per_iteration(self) -> int | float:
+        """Reward evaluations each prompt gets per iteration, over all runners (on average when prompts are drawn)."""
+        if self.draws_prompts:
+            return self.samples_per_prompt * self.runners * self.prompts_drawn / len(self.prompts)
         return self.samples_per_prompt * self.runners
 
     @property
@@ -400,7 +436,13 @@ class RunSettings(_Part):
         """The keyword arguments of the noise bandit env (:mod:`find_rl.envs.noise_bandit`)."""
         threads = self.resources.threads if self.resources.num_env_runners == 0 else 1
         return dict(world=self.world, model=self.model, prompts=list(self.prompts), reward=self.reward_spec, sampler=self.sampler.to_dict(),
-                    num_reward_workers=self.resources.num_reward_workers, torch_threads=threads, seed=self.loop.seed)
+                    num_reward_workers=self.resources.num_reward_workers, torch_threads=threads, seed=self.loop.seed,
+                    prompts_per_iteration=self.prompts_per_iteration, text_features=self.text_features)
+
+    @property
+    def text_features(self) -> str:
+        """What the observation carries of the text (``pooled`` unless the amortised policy reads tokens)."""
+        return self.policy.text_features
 
     # ------------------------------------------------------------------------------------------------ copies and files
     def replace(self, **changes) -> "RunSettings":

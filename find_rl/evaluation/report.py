@@ -41,6 +41,10 @@ def captioned_grid(paths: list[str], caption: str, *, columns: int = 8, pad: int
     return grid
 
 
+#: the curve draws one line per prompt up to this many prompts
+CURVE_PROMPTS = 16
+
+
 def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
     """Mean reward and per-prompt training-batch alignment against reward evaluations per prompt."""
     import matplotlib
@@ -56,12 +60,17 @@ def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
     a1.set_ylim(0, 1.02)
     a1.legend()
     a1.set_title("training batches")
-    for p in prompts:
-        a2.plot(x, [h["alignment_per_prompt"].get(p, np.nan) for h in history], label=p)
+    if len(prompts) <= CURVE_PROMPTS:
+        for p in prompts:
+            a2.plot(x, [h["alignment_per_prompt"].get(p, np.nan) for h in history], label=p)
+        a2.set_title("alignment per prompt (training batches)")
+        a2.legend(fontsize=7)
+    else:  # many prompts, a subset drawn each iteration: the batch's alignment is the curve (left)
+        a2.plot(x, [h["alignment"] for h in history], label="alignment of the drawn prompts")
+        a2.set_title(f"{len(prompts)} prompts, a subset drawn per iteration")
+        a2.legend(fontsize=7)
     a2.set_xlabel("reward evaluations per prompt")
     a2.set_ylim(0, 1.02)
-    a2.set_title("alignment per prompt (training batches)")
-    a2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -118,3 +127,36 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
                      f"{akept} |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def split_category_table(base: dict[str, dict], find: dict[str, dict], *, trained: set[str] | frozenset = frozenset()
+                         ) -> list[str]:
+    """Markdown lines: pooled alignment of the frozen model and of FIND per (split, category), with 95% Wilson
+    intervals and the gain, then per split GenEval's overall (the mean over its categories). ``base``/``find``: per-prompt
+    results of :func:`find_rl.evaluation.scoring.evaluate_distributions` on the same prompts and noise; a prompt the
+    policy trained on is marked in the "trained" column (held-out splits never are)."""
+    from find_rl.evaluation.scoring import wilson_interval
+
+    groups: dict[tuple, list[str]] = {}
+    for p, r in find.items():
+        groups.setdefault((r.get("split") or "-", r.get("category") or "-"), []).append(p)
+
+    def pooled(res: dict, prompts: list[str]) -> tuple[float, float, float]:
+        n = sum(res[p]["samples"] for p in prompts)
+        k = sum(round(res[p]["alignment"] * res[p]["samples"]) for p in prompts)
+        lo, hi = wilson_interval(k, n)
+        return k / n, lo, hi
+
+    lines = ["| split | category | prompts (trained) | frozen model [95% CI] | FIND [95% CI] | gain |", "|---|---|---|---|---|---|"]
+    overall: dict[str, list[tuple[float, float]]] = {}
+    for (split, cat), prompts in groups.items():
+        b, f = pooled(base, prompts), pooled(find, prompts)
+        n_trained = sum(p in trained for p in prompts)
+        lines.append(f"| {split} | {cat} | {len(prompts)} ({n_trained}) | {b[0]:.3f} [{b[1]:.2f}, {b[2]:.2f}] | "
+                     f"{f[0]:.3f} [{f[1]:.2f}, {f[2]:.2f}] | {f[0] - b[0]:+.3f} |")
+        overall.setdefault(split, []).append((b[0], f[0]))
+    lines += ["", "| split | GenEval overall (mean over categories): frozen model → FIND | gain |", "|---|---|---|"]
+    for split, vals in overall.items():
+        b, f = float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals]))
+        lines.append(f"| {split} | {b:.3f} → {f:.3f} | {f - b:+.3f} |")
+    return lines

@@ -149,12 +149,38 @@ def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, promp
 
     pol = load_policy(policy_dir)
     settings = SamplerSettings(**(dict(pol.sampler) | ({"device": device} if device else {})))
+    if not prompts and answers_any_prompt(pol) and world_of_model(model or pol.model) is not None:
+        prompts = world_for(model or pol.model, world).eval_prompts()  # its splits, held-out ones included
     prompts = prompts or pol.prompts
+    serve_prompts(pol, prompts, model=model)
     idx = [pol.index(p) for p in prompts]
     res = evaluate_distributions(model=model or pol.model, prompts=prompts, transform=lambda u: pol.transform(idx, u), samples=samples,
                                  seed=seed, settings=settings, world=world)
     return {"policy": str(policy_dir), "model": model or pol.model, "samples": samples, "seed": seed, "sampler": settings.to_dict(),
             "prompts": res}
+
+
+def answers_any_prompt(policy) -> bool:
+    """Whether an exported policy reads the prompt's text (the amortised one, the flow on the embedding)."""
+    return getattr(policy, "text_features", None) is not None
+
+
+def serve_prompts(policy, prompts: list[str], *, model: str | None = None) -> None:
+    """Make ``policy`` answer ``prompts``: a policy that reads the text gets the new prompts' text features from the
+    frozen model's own encoder (checked against the model's world first); any other policy is left as it is (its
+    ``index`` names the prompts it has)."""
+    new = [p for p in dict.fromkeys(prompts) if p not in policy.prompts]
+    if not new or not answers_any_prompt(policy):
+        return
+    from find_rl.core.observation import text_features
+    from find_rl.diffusion.models import load_pipeline
+
+    model = model or policy.model
+    world = world_of_model(model)
+    if world is not None:
+        for p in new:
+            world.check_prompt(p)
+    policy.add_prompts(new, text_features(load_pipeline(model), new, policy.text_features))
 
 
 CEILING_FILE = "aligned_ceiling.json"

@@ -21,6 +21,12 @@ The output layers (and v) start at zero, so the policy starts at exactly N(0, I)
 per-prompt policy. The 1/E and 1/H factors keep one Adam step on the output weights about as large in mu as one step
 of the per-prompt mean, so the same ``lr`` works for both.
 A low mean resolution (default 4: 4 x 4 per latent channel) keeps the output small for 4 x 64 x 64 latents.
+
+What it reads of the text (``token_shape``): the pooled embedding as it is (``None``), or the encoder's token states
+``(T, H)`` with their mask (the observation's ``"tokens"`` features, :mod:`find_rl.core.observation`), read by
+:class:`TokenReader`: ``queries`` learned queries attend over the layer-normalised token states (padding masked out)
+and their outputs, concatenated, are e (``queries * H`` numbers). A pooled vector is what one token (CLIP's EOS)
+made of the prompt; attention lets the policy read each word's state, as the denoiser's cross-attention does.
 """
 
 from __future__ import annotations
@@ -32,13 +38,49 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class TokenReader(nn.Module):
+    """Token states ``[hidden (T x H) | mask (T)]`` rows -> ``(N, queries * H)``: learned queries attending over the
+    layer-normalised states (scaled dot product, padding masked), outputs concatenated."""
+
+    def __init__(self, token_shape: tuple[int, int], queries: int = 4):
+        super().__init__()
+        self.tokens, self.width = (int(v) for v in token_shape)
+        self.queries = int(queries)
+        self.query = nn.Parameter(torch.randn(self.queries, self.width) / math.sqrt(self.width))
+        self.key = nn.Linear(self.width, self.width, bias=False)
+        self.out_dim = self.queries * self.width
+
+    @property
+    def in_dim(self) -> int:
+        return self.tokens * (self.width + 1)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        n, t, h = len(rows), self.tokens, self.width
+        states = F.layer_norm(rows[:, : t * h].float().reshape(n, t, h), (h,))
+        mask = rows[:, t * h :].float() > 0.5
+        scores = torch.einsum("qh,nth->nqt", self.query, self.key(states)) / math.sqrt(h)
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        return torch.einsum("nqt,nth->nqh", scores.softmax(-1), states).flatten(1)
+
+
 class AmortizedNoiseNet(nn.Module):
     def __init__(self, *, embed_dim: int, latent_shape: tuple[int, ...], mean_resolution: int | None = 4,
-                 hidden: int = 0, rank: int = 0, linear: bool = True, learn_std: bool = False, min_std: float = 0.5):
+                 hidden: int = 0, rank: int = 0, linear: bool = True, learn_std: bool = False, min_std: float = 0.5,
+                 token_shape: tuple[int, int] | None = None, queries: int = 4):
         super().__init__()
+        self._config = dict(embed_dim=int(embed_dim), latent_shape=[int(v) for v in latent_shape],
+                            mean_resolution=None if mean_resolution is None else int(mean_resolution), hidden=int(hidden),
+                            rank=int(rank), linear=bool(linear), learn_std=bool(learn_std), min_std=float(min_std),
+                            token_shape=None if token_shape is None else [int(v) for v in token_shape], queries=int(queries))
         if embed_dim < 1:
             raise ValueError("the amortised policy needs a text embedding in the observation; this pipeline's text encoder "
                              "gives none (use the per-prompt policy)")
+        self.reader = TokenReader(token_shape, queries) if token_shape is not None else None
+        if self.reader is not None and self.reader.in_dim != embed_dim:
+            raise ValueError(f"token features of shape {tuple(token_shape)} take {self.reader.in_dim} numbers, the "
+                             f"observation's text part has {embed_dim}")
+        self.in_dim = int(embed_dim)  # what the observation gives; embed_dim: what the paths read
+        embed_dim = self.reader.out_dim if self.reader is not None else embed_dim
         self.embed_dim, self.hidden, self.rank = int(embed_dim), int(hidden), int(rank)
         self.latent_shape = tuple(int(v) for v in latent_shape)
         c, spatial = self.latent_shape[0], self.latent_shape[1:]
@@ -71,9 +113,20 @@ class AmortizedNoiseNet(nn.Module):
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
 
+    def config(self) -> dict:
+        """The constructor's keyword arguments (JSON-safe): ``AmortizedNoiseNet(**net.config())`` rebuilds it."""
+        return dict(self._config)
+
+    def read(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The observation's text part ``(N, in_dim)`` -> layer-normalised e ``(N, embed_dim)``."""
+        if embedding.shape[-1] != self.in_dim:
+            raise ValueError(f"embedding has {embedding.shape[-1]} features; this policy was built for {self.in_dim}")
+        e = self.reader(embedding) if self.reader is not None else embedding.float()
+        return F.layer_norm(e, (self.embed_dim,))
+
     def mean_low(self, embedding: torch.Tensor) -> torch.Tensor:
         """``(N, E)`` embeddings -> the low-resolution mean as ``(N, C, r*r)`` (before upsampling)."""
-        return self._mean_low(F.layer_norm(embedding.float(), (self.embed_dim,)))
+        return self._mean_low(self.read(embedding))
 
     def _mean_low(self, e: torch.Tensor) -> torch.Tensor:
         """The same from layer-normalised embeddings ``e``."""
@@ -90,9 +143,7 @@ class AmortizedNoiseNet(nn.Module):
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(N, E)`` text embeddings -> ``(mu, log_sigma)``, each ``(N, D)`` over the flattened latent."""
-        if embedding.shape[-1] != self.embed_dim:
-            raise ValueError(f"embedding has {embedding.shape[-1]} features; this policy was built for {self.embed_dim}")
-        e = F.layer_norm(embedding.float(), (self.embed_dim,))
+        e = self.read(embedding)
         mu = self._mean_low(e).reshape(len(e), *self.mean_shape)
         if self.mean_shape != self.latent_shape:
             mode = {2: "linear", 3: "bilinear", 4: "trilinear"}[len(self.latent_shape)]

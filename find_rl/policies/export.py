@@ -2,14 +2,21 @@
 
 A policy folder holds:
 
-- ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "family": "gaussian" | "flow",
-  "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta, device,
-  dtype}, "training": {...}}``, plus ``"flow": {...}`` (the flow's constructor arguments) for the flow family. A file
-  without ``family`` is a Gaussian (the first exports).
+- ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "family": "gaussian" | "amortized" |
+  "flow", "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta,
+  device, dtype}, "training": {...}}``, plus ``"flow": {...}`` (the flow's constructor arguments) for the flow family,
+  ``"amortized": {...}`` (the network's) for the amortised one, and ``"text_features"`` (``"pooled"`` | ``"tokens"``)
+  for a policy that reads the prompt's text. A file without ``family`` is a Gaussian (the first exports).
 - ``noise_policy.safetensors``: for a **Gaussian**, tensors ``mean`` and ``std``, each ``(P, *latent_shape)`` float32;
   row i is N(mean_i, std_i^2) over the initial latent of prompt i. For a **flow**, the flow's parameters under
   ``flow.<name>`` and ``cond`` ``(P, F)``: each prompt's condition (one-hot or text embedding), so no text encoder is
-  needed to use it.
+  needed to use it. For the **amortised** Gaussian, the network's parameters under ``net.<name>`` and ``cond``
+  ``(P, F)``, the listed prompts' text features (mean and std follow from them with one forward pass).
+
+A policy with ``text_features`` (the amortised one; the flow conditioned on the embedding) answers **any prompt**:
+:meth:`AmortizedPolicy.add_prompts` / :meth:`FlowPolicy.add_prompts` take a new prompt's text features, computed by
+the frozen model's own text encoder (:func:`find_rl.evaluation.scoring.serve_prompts` does it for ``evaluate`` and
+``generate``).
 
 Use it with any diffusers pipeline: ``latents = policy.sample(prompt, n)`` (a Gaussian: ``mean[i] + std[i] * eps``;
 a flow: ``T_c(eps)``), then ``pipe(prompt, latents=latents)``. :func:`load_policy` validates both files and raises a
@@ -65,6 +72,66 @@ class NoisePolicy:
 
 
 @dataclass
+class AmortizedPolicy:
+    """The amortised Gaussian: N(mu(e), sigma(e)^2) with (mu, sigma) = ``net(e)`` of the prompt's text features e
+    (:class:`find_rl.policies.amortized.AmortizedNoiseNet`); ``cond`` holds e for the listed prompts."""
+
+    prompts: list[str]
+    net: torch.nn.Module  # find_rl.policies.amortized.AmortizedNoiseNet
+    cond: torch.Tensor  # (P, F): each listed prompt's text features
+    text_features: str = "pooled"
+    model: str = "shapes"
+    sampler: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    family = "amortized"
+
+    def __post_init__(self):
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.net.latent_shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``(P, *latent_shape)``: each listed prompt's mean."""
+        return self._distributions()[0]
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self._distributions()[1]
+
+    @torch.no_grad()
+    def _distributions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._table is None or len(self._table[0]) != len(self.prompts):
+            mu, log_std = self.net(self.cond)
+            shape = (len(self.cond), *self.latent_shape)
+            self._table = (mu.reshape(shape), log_std.exp().reshape(shape))
+        return self._table
+
+    def add_prompts(self, prompts: list[str], cond: torch.Tensor) -> None:
+        """Serve more prompts: ``cond`` ``(len(prompts), F)`` are their text features (the model's encoder's)."""
+        _add_prompts(self, prompts, cond)
+
+    index = NoisePolicy.index
+    sample = NoisePolicy.sample
+    transform = NoisePolicy.transform
+
+
+def _add_prompts(policy, prompts: list[str], cond: torch.Tensor) -> None:
+    new = [p for p in prompts if p not in policy.prompts]
+    keep = [i for i, p in enumerate(prompts) if p in new and p not in prompts[:i]]
+    if not keep:
+        return
+    cond = torch.as_tensor(cond, dtype=torch.float32)
+    if cond.shape[1:] != policy.cond.shape[1:]:
+        raise ValueError(f"text features of shape {tuple(cond.shape[1:])} do not fit this policy's "
+                         f"{tuple(policy.cond.shape[1:])}; encode the prompts with the model it was trained on")
+    policy.prompts = list(policy.prompts) + [prompts[i] for i in keep]
+    policy.cond = torch.cat([policy.cond, cond[keep]])
+
+
+@dataclass
 class FlowPolicy:
     """The flow family: q(z | c_i) = the pushforward of N(0, I) by the conditional flow T_{c_i} (:mod:`find_rl.policies.flow`)."""
 
@@ -74,7 +141,15 @@ class FlowPolicy:
     model: str = "shapes"
     sampler: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    text_features: str | None = None  # "pooled" when conditioned on the text embedding (answers any prompt)
     family = "flow"
+
+    def add_prompts(self, prompts: list[str], cond: torch.Tensor) -> None:
+        """Serve more prompts (a flow conditioned on the text embedding only): ``cond`` are their pooled embeddings."""
+        if self.text_features is None:
+            raise ValueError("this flow learned one condition per trained prompt; it answers only "
+                             f"{', '.join(map(repr, self.prompts))}")
+        _add_prompts(self, prompts, cond)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -96,9 +171,14 @@ def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path
     d.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": VERSION, "family": policy.family, "prompts": policy.prompts, "model": policy.model,
             "latent_shape": list(policy.latent_shape), "sampler": policy.sampler, "training": policy.training}
+    if getattr(policy, "text_features", None) is not None:
+        meta["text_features"] = policy.text_features
     if policy.family == "flow":
         tensors = {f"flow.{k}": v for k, v in policy.flow.state_dict().items()} | {"cond": policy.cond}
         meta["flow"] = policy.flow.config()
+    elif policy.family == "amortized":
+        tensors = {f"net.{k}": v for k, v in policy.net.state_dict().items()} | {"cond": policy.cond}
+        meta["amortized"] = policy.net.config()
     else:
         tensors = {"mean": policy.mean, "std": policy.std}
     save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(d / TENSORS_FILE))
@@ -125,6 +205,8 @@ def load_policy(directory: str | Path) -> NoisePolicy:
         raise ValueError(f"{tensor_path} is corrupt or unreadable ({e.__class__.__name__}); re-export the policy") from None
     if meta.get("family", "gaussian") == "flow":
         return _load_flow(meta, tensors, tensor_path)
+    if meta.get("family") == "amortized":
+        return _load_amortized(meta, tensors, tensor_path)
     if set(tensors) != {"mean", "std"}:
         raise ValueError(f"{tensor_path} must hold exactly 'mean' and 'std', found {sorted(tensors)}")
     mean, std = tensors["mean"], tensors["std"]
@@ -154,4 +236,25 @@ def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
     if not all(torch.isfinite(v).all() for v in tensors.values()):
         raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
     return FlowPolicy(prompts=list(prompts), flow=flow.eval(), cond=cond, model=meta.get("model", "shapes"),
-                      sampler=meta.get("sampler", {}), training=meta.get("training", {}))
+                      sampler=meta.get("sampler", {}), training=meta.get("training", {}),
+                      text_features=meta.get("text_features"))
+
+
+def _load_amortized(meta: dict, tensors: dict, tensor_path: Path) -> AmortizedPolicy:
+    from find_rl.policies.amortized import AmortizedNoiseNet
+
+    prompts = meta.get("prompts")
+    try:
+        net = AmortizedNoiseNet(**meta["amortized"])
+        net.load_state_dict({k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")})
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise ValueError(f"{tensor_path}: the amortised network does not load ({first}); re-export the policy") from None
+    cond = tensors.get("cond")
+    if (not prompts or cond is None or len(cond) != len(prompts) or cond.shape[1] != net.in_dim
+            or tuple(net.latent_shape) != tuple(meta.get("latent_shape", []))):
+        raise ValueError(f"{tensor_path}: text features / latent shape do not match {META_FILE}; re-export the policy")
+    if not all(torch.isfinite(v).all() for v in tensors.values()):
+        raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
+    return AmortizedPolicy(prompts=list(prompts), net=net.eval(), cond=cond, text_features=meta.get("text_features", "pooled"),
+                           model=meta.get("model", "shapes"), sampler=meta.get("sampler", {}), training=meta.get("training", {}))

@@ -100,7 +100,7 @@ def find_ppo_config(run: RunSettings) -> FindPPOConfig:
         .training(train_batch_size_per_learner=train_batch, minibatch_size=minibatch, gamma=1.0, lambda_=1.0,
                   use_kl_loss=False, use_critic=False, entropy_coeff=0.0, grad_clip=None)
         .rl_module(rl_module_spec=module_spec(run.policy, num_prompts=len(run.prompts), latent_shape=run.latent_shape,
-                                              prior_share=find.behaviour_prior_share))
+                                              prior_share=find.behaviour_prior_share, token_shape=run.token_shape))
         # a dead env runner (a reclaimed spot node, an OOM) is restarted and training goes on without it meanwhile
         .fault_tolerance(restart_failed_env_runners=True, max_num_env_runner_restarts=1000, ignore_env_runner_failures=False)
         .debugging(seed=run.loop.seed)

@@ -152,7 +152,9 @@ class TrackAlignment(_Piece):
                 self.anchor.update(per)
             if metrics is not None:
                 stats = {keys.ALIGNMENT: float(aligned.mean())}
-                stats |= {keys.alignment_of(p): float(v) for p, v in zip(self.prompts, per) if np.isfinite(v)}
+                if np.isfinite(per).all():  # every prompt in the batch (not a subset drawn from many: their
+                    # metrics would outlive the iteration in RLlib's logger and mix iterations)
+                    stats |= {keys.alignment_of(p): float(v) for p, v in zip(self.prompts, per)}
                 if self.anchor is not None:
                     stats[keys.ANCHOR_COEFF_MEAN] = float(self.anchor.coeffs.mean())
                 metrics.log_dict(stats, key=(module_id, keys.FIND), window=1)

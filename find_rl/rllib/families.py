@@ -19,9 +19,9 @@ assert tuple(FAMILIES) == POLICY_TYPES, "every --policy-type has its module"
 
 
 def module_spec(policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...],
-                prior_share: float = 0.0) -> RLModuleSpec:
+                prior_share: float = 0.0, token_shape: tuple[int, int] | None = None) -> RLModuleSpec:
     """The family's RLModule, configured from the typed settings (``prior_share``: the behaviour's share of N(0, I)
     draws, the mass-covering objectives' mixture)."""
     cls = FAMILIES[policy.policy_type]
     return RLModuleSpec(module_class=cls, model_config=cls.model_config_for(
-        policy, num_prompts=num_prompts, latent_shape=latent_shape, prior_share=prior_share))
+        policy, num_prompts=num_prompts, latent_shape=latent_shape, prior_share=prior_share, token_shape=token_shape))

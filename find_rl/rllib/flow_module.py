@@ -274,4 +274,5 @@ class FlowNoisePolicyModule(NoisePolicyRLModule):
 
         from find_rl.policies.export import FlowPolicy
 
-        return FlowPolicy(flow=copy.deepcopy(self.flow).eval(), cond=self.condition(obs).detach().float(), **meta)
+        return FlowPolicy(flow=copy.deepcopy(self.flow).eval(), cond=self.condition(obs).detach().float(),
+                          text_features="pooled" if self.reads_embedding else None, **meta)

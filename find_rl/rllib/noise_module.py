@@ -143,7 +143,8 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
 
     It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
     prompts that were never in the training list. Reads ``mean_resolution``, ``learn_std``, ``min_std`` and
-    ``amortized_hidden`` / ``amortized_rank`` / ``amortized_linear`` from its settings.
+    ``amortized_hidden`` / ``amortized_rank`` / ``amortized_linear`` and ``text_features`` (the pooled embedding, or
+    the token states read by attention) from its settings.
     """
 
     reads_embedding = True
@@ -156,8 +157,19 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
         pol = self.policy
         self.net = AmortizedNoiseNet(embed_dim=self.observation_space.shape[0] - self.num_prompts, latent_shape=self.latent_shape,
                                      mean_resolution=pol.mean_resolution, hidden=pol.amortized_hidden, rank=pol.amortized_rank,
-                                     linear=pol.amortized_linear, learn_std=pol.learn_std, min_std=pol.min_std)
+                                     linear=pol.amortized_linear, learn_std=pol.learn_std, min_std=pol.min_std,
+                                     token_shape=self.token_shape if pol.text_features == "tokens" else None)
 
     @override(_GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(self.layout.embedding(obs))
+
+    @override(_GaussianNoiseModule)
+    def export(self, obs, **meta):
+        """The network and the listed prompts' text features: the export answers any prompt of the model."""
+        import copy
+
+        from find_rl.policies.export import AmortizedPolicy
+
+        return AmortizedPolicy(net=copy.deepcopy(self.net).eval(), cond=self.layout.embedding(obs).detach().float(),
+                               text_features=self.policy.text_features, **meta)

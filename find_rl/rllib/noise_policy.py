@@ -50,9 +50,9 @@ class NoisePolicyRLModule(TorchRLModule):
 
     @classmethod
     def model_config_for(cls, policy: PolicySettings, *, num_prompts: int, latent_shape: tuple[int, ...],
-                         prior_share: float = 0.0) -> dict:
+                         prior_share: float = 0.0, token_shape: tuple[int, int] | None = None) -> dict:
         return dict(num_prompts=int(num_prompts), latent_shape=[int(v) for v in latent_shape], policy=policy.to_dict(),
-                    prior_share=float(prior_share))
+                    prior_share=float(prior_share), token_shape=None if token_shape is None else [int(v) for v in token_shape])
 
     def _read_config(self) -> None:
         """``num_prompts``, ``latent_shape``, ``layout`` and ``policy`` (the typed settings) from ``model_config``."""
@@ -64,6 +64,7 @@ class NoisePolicyRLModule(TorchRLModule):
             raise ValueError(f"latent_shape {self.latent_shape} does not match the action size {self.action_space.shape[0]}")
         self.policy = PolicySettings(**cfg.get("policy", {}))
         self.prior_share = float(cfg.get("prior_share", 0.0))
+        self.token_shape = tuple(cfg["token_shape"]) if cfg.get("token_shape") else None
 
     # ------------------------------------------------------------------------------------------------ the protocol
     #: whether the module reads the text embedding part of the observation (else only the prompt one-hot)

@@ -52,8 +52,10 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
     if samples <= 0 or world is None:  # scored with an embedded world's exact scorer only
         return []
     sampler = DiffusionSampler.from_pretrained(run.model, run.sampler)
-    prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
     seed = evaluation_seed(run.loop.seed)  # fresh noise, never the training stream
+    if run.draws_prompts:  # one policy over many prompts: the world's evaluation set, per split x category
+        return _finish_on_evaluation_set(run, run_dir, policy, sampler, world, seed)
+    prompts = list(run.prompts) + list(run.eval_prompts)  # held-out prompts (amortised policy) come last
     base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, return_images=16, world=world)
     after = evaluate_distributions(prompts=prompts, transform=lambda u: policy.transform(list(range(len(prompts))), u),
                                    samples=samples, seed=seed, sampler=sampler, return_images=16, world=world)
@@ -65,4 +67,40 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
               + ("(detector IoU >= 0.7; strict 0.8)" if world.name == "shapes" else f"(the {world.name} world's exact scorer)"))
     write_results(rows, run_dir, header=header)
+    return rows
+
+
+def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, world, seed: int) -> list[dict]:
+    """The report of a run over more prompts than it draws per iteration: the frozen model and the policy on the
+    world's evaluation set (every split, held-out ones included; ``eval_set_samples`` fresh samples per prompt),
+    per prompt and per split x category (``results.md``; ``results.csv`` per prompt)."""
+    from find_rl.evaluation.report import results_rows, split_category_table, write_results
+    from find_rl.evaluation.scoring import evaluate_distributions, load_aligned_ceiling
+    from find_rl.evaluation.scoring import answers_any_prompt
+
+    prompts = list(dict.fromkeys(list(world.eval_prompts()) + list(run.eval_prompts)))
+    new = [p for p in prompts if p not in policy.prompts]
+    if new and answers_any_prompt(policy):
+        from find_rl.core.observation import text_features
+
+        policy.add_prompts(new, text_features(sampler.pipeline, new, policy.text_features))
+    elif new:  # a per-prompt policy over many prompts: the evaluation prompts it trained on, else its first ones
+        prompts = [p for p in prompts if p in policy.prompts] or list(policy.prompts[: len(prompts)])
+    idx = [policy.index(p) for p in prompts]
+    samples = run.loop.eval_set_samples
+    base = evaluate_distributions(prompts=prompts, samples=samples, seed=seed, sampler=sampler, world=world)
+    after = evaluate_distributions(prompts=prompts, transform=lambda u: policy.transform(idx, u), samples=samples,
+                                   seed=seed, sampler=sampler, world=world)
+    trained = set(run.prompts)
+    rows = results_rows(base, after, held_out=[p for p in prompts if p not in trained],
+                        ceiling=load_aligned_ceiling(run.model, run.sampler))
+    header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations over "
+              f"{len(run.prompts)} training prompts ({run.prompts_drawn} drawn per iteration, "
+              f"{run.loop.iterations * run.batch_size * run.runners} reward evaluations in all), seed {run.loop.seed}; "
+              f"scored on the {world.name} world's evaluation set ({len(prompts)} prompts), {samples} fresh samples per "
+              f"prompt; *held out* = not trained on")
+    write_results(rows, run_dir, header=header)
+    md = run_dir / "results.md"
+    md.write_text("\n".join([header, "", *split_category_table(base, after, trained=trained), "", "Per prompt:", ""])
+                  + "\n".join(md.read_text().splitlines()[2:]) + "\n")
     return rows

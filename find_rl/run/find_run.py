@@ -32,6 +32,7 @@ from find_rl.core.settings import RunSettings
 logger = logging.getLogger("find_rl.run.find_run")
 RUN_FILE = "run.json"
 PREVIEW_SAMPLES = 4  # images per prompt in each TensorBoard grid
+PREVIEW_PROMPTS = 16  # the first this many trained prompts get a grid (a run over a world's many prompts: a sample)
 PREVIEW_SEED = 30_000  # + the run's seed: the grids' base noise, the same at every grid (not a training or scoring stream)
 
 
@@ -49,6 +50,11 @@ def read_prompts_file(path: Path) -> list[str]:
     return prompts
 
 
+def _resolved(run: RunSettings) -> bool:
+    """Settings that went through :func:`resolve` before (a resumed run's): their prompts are already the list."""
+    return run.latent_shape is not None
+
+
 def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSettings:
     """The settings ready to run (see the module docstring); a one-line ``ValueError`` for anything wrong."""
     from find_rl.rewards.registry import RewardSpec
@@ -57,9 +63,23 @@ def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSetting
     from find_rl.worlds import world_of_model
 
     world = world_of_model(run.model)  # None for a foreign model (SD 1.5, ...): no default prompts, no prompt check
+    given = prompts_file is not None or bool(run.prompts)
     prompts = read_prompts_file(prompts_file) if prompts_file is not None else [p.strip() for p in run.prompts]
-    if not prompts and world is not None:
+    if given and run.train_prompts is not None and not _resolved(run):
+        raise ValueError("--train-prompts takes the first N of the world's training prompts; drop --prompts / "
+                         "--prompts-file, or drop --train-prompts and list the prompts yourself")
+    if not prompts and world is not None and run.answers_any_prompt:  # one policy for many prompts
+        prompts = world.policy_training_prompts()
+        if run.train_prompts is not None:
+            if run.train_prompts > len(prompts):
+                raise ValueError(f"--train-prompts {run.train_prompts}: the {world.name} world has {len(prompts)} "
+                                 f"training prompts; pass at most {len(prompts)}")
+            prompts = prompts[: run.train_prompts]
+    elif not prompts and world is not None:
         prompts = world.default_prompts()
+    if run.train_prompts is not None and world is None:
+        raise ValueError("--train-prompts picks from an embedded world's training prompts; this model has none: "
+                         "pass --prompts")
     run = run.replace(prompts=prompts, eval_prompts=[p.strip() for p in run.eval_prompts])
     if world is not None:
         for p in run.prompts + run.eval_prompts:
@@ -71,8 +91,12 @@ def resolve(run: RunSettings, *, prompts_file: Path | None = None) -> RunSetting
     if run.resources.num_env_runners == 0 or not (run.resources.address or os.environ.get("RAY_ADDRESS")):
         check_device(run.sampler.device)
     # also checks that the model loads and fits (frames included for video pipelines)
-    shape = DiffusionSampler.from_pretrained(run.model, SamplerSettings(num_frames=run.sampler.num_frames)).latent_shape
-    run = run.replace(latent_shape=tuple(shape))
+    sampler = DiffusionSampler.from_pretrained(run.model, SamplerSettings(num_frames=run.sampler.num_frames))
+    run = run.replace(latent_shape=tuple(sampler.latent_shape))
+    if run.text_features == "tokens":
+        from find_rl.core.observation import token_shape
+
+        run = run.replace(token_shape=token_shape(sampler.pipeline))
     run.validate()
     return run
 
@@ -246,14 +270,14 @@ class FindRun:
         return find_scalars(self.learner_metrics, row)
 
     def preview(self, samples: int = PREVIEW_SAMPLES) -> dict[str, np.ndarray]:
-        """``{prompt: (3, H, samples W) uint8}``: ``samples`` images per trained prompt from the current policy, the same
+        """``{prompt: (3, H, samples W) uint8}``: ``samples`` images per trained prompt (the first ``PREVIEW_PROMPTS``) from the current policy, the same
         base noise at every call, rendered by the frozen pipeline of the env runner that samples (``{}`` while no env
         runner is healthy)."""
         import torch
 
         from find_rl.run.tracking import image_row
 
-        run, prompts = self.run, list(self.run.prompts)
+        run, prompts = self.run, list(self.run.prompts)[:PREVIEW_PROMPTS]
         eps = torch.randn((len(prompts), samples, *run.latent_shape),
                           generator=torch.Generator().manual_seed(PREVIEW_SEED + run.loop.seed))
         noise = self.policy().transform(list(range(len(prompts))), eps).reshape(len(prompts) * samples, -1)
@@ -316,7 +340,7 @@ class FindRun:
         The text embeddings are computed (loading the model's text encoder) only for a module that reads them."""
         import torch
 
-        from find_rl.core.observation import ObservationLayout, encode_text
+        from find_rl.core.observation import ObservationLayout, text_features
         from find_rl.diffusion.models import load_pipeline
 
         if self._obs is None:
@@ -324,7 +348,7 @@ class FindRun:
             prompts = list(run.prompts) + list(run.eval_prompts)
             layout = ObservationLayout(len(run.prompts))
             if module.reads_embedding:
-                emb = encode_text(load_pipeline(run.model), prompts).pooled
+                emb = text_features(load_pipeline(run.model), prompts, run.text_features)
             else:  # the one-hot is all it reads: zeros where the embedding goes
                 emb = torch.zeros(len(prompts), module.observation_space.shape[0] - len(run.prompts))
             self._obs = layout.rows(emb, list(range(len(run.prompts))))

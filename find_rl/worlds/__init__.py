@@ -45,6 +45,12 @@ class World:
         """What ``train`` trains when ``--prompts`` is not given (prompts where the frozen model fails)."""
         raise NotImplementedError
 
+    def policy_training_prompts(self) -> list[str]:
+        """What a prompt-conditioned policy (amortised, or the flow on the embedding) trains on when ``--prompts`` is
+        not given: prompts the frozen model was trained on, never a split held out from noise policies, in a fixed
+        order whose first N are a spread subset (``--train-prompts N``). Default: :meth:`default_prompts`."""
+        return self.default_prompts()
+
     def eval_prompts(self) -> list[str]:
         """The fixed default evaluation set of ``evaluate`` (stratified by split x category where the world has them)."""
         return self.prompts()

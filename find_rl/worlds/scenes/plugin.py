@@ -3,6 +3,7 @@ categories, held-out splits, 32x32 scenes, GenEval's rules on exact geometry."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,14 @@ class ScenesWorld(World):
         from find_rl.worlds.scenes.evaluation_set import default_train_prompts
 
         return default_train_prompts()
+
+    def policy_training_prompts(self) -> list[str]:
+        """The common and rare prompts (1,199; never the policy split or a held-out one), ordered by the CRC-32 of
+        their text, so that the first N spread over the categories."""
+        from find_rl.worlds.scenes.splits import prompts_by_split
+
+        by_split = prompts_by_split()
+        return sorted(by_split["common"] + by_split["rare"], key=lambda t: (zlib.crc32(t.encode()), t))
 
     def eval_prompts(self) -> list[str]:
         from find_rl.worlds.scenes.evaluation_set import default_eval_prompts
