@@ -220,22 +220,34 @@ def load_policy(directory: str | Path) -> NoisePolicy:
                        sampler=meta.get("sampler", {}), training=meta.get("training", {}))
 
 
-def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
-    from find_rl.policies.flow import ConditionalCouplingFlow
-
-    prompts = meta.get("prompts")
+def _build(cls, config: dict, tensors: dict, prefix: str, tensor_path: Path, what: str) -> torch.nn.Module:
+    """``cls(**config)`` with the ``prefix.``-named tensors loaded: a one-line error when they do not fit."""
     try:
-        flow = ConditionalCouplingFlow(**meta["flow"])
-        flow.load_state_dict({k[len("flow."):]: v for k, v in tensors.items() if k.startswith("flow.")})
+        module = cls(**config)
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
-        raise ValueError(f"{tensor_path}: the flow does not load ({first}); re-export the policy") from None
-    cond = tensors.get("cond")
-    if not prompts or cond is None or len(cond) != len(prompts) or tuple(flow.view.latent_shape) != tuple(meta.get("latent_shape", [])):
+        raise ValueError(f"{tensor_path}: {what} does not load ({first}); re-export the policy") from None
+    return module.eval()
+
+
+def _check_cond(meta: dict, tensors: dict, tensor_path: Path, latent_shape, width: int | None = None) -> torch.Tensor:
+    """The ``cond`` tensor, one row per listed prompt (``width`` numbers when given), every tensor finite."""
+    prompts, cond = meta.get("prompts"), tensors.get("cond")
+    if (not prompts or cond is None or len(cond) != len(prompts) or (width is not None and cond.shape[1] != width)
+            or tuple(latent_shape) != tuple(meta.get("latent_shape", []))):
         raise ValueError(f"{tensor_path}: conditions / latent shape do not match {META_FILE}; re-export the policy")
     if not all(torch.isfinite(v).all() for v in tensors.values()):
         raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
-    return FlowPolicy(prompts=list(prompts), flow=flow.eval(), cond=cond, model=meta.get("model", "shapes"),
+    return cond
+
+
+def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
+    from find_rl.policies.flow import ConditionalCouplingFlow
+
+    flow = _build(ConditionalCouplingFlow, meta.get("flow", {}), tensors, "flow", tensor_path, "the flow")
+    cond = _check_cond(meta, tensors, tensor_path, flow.view.latent_shape)
+    return FlowPolicy(prompts=list(meta["prompts"]), flow=flow, cond=cond, model=meta.get("model", "shapes"),
                       sampler=meta.get("sampler", {}), training=meta.get("training", {}),
                       text_features=meta.get("text_features"))
 
@@ -243,18 +255,7 @@ def _load_flow(meta: dict, tensors: dict, tensor_path: Path) -> FlowPolicy:
 def _load_amortized(meta: dict, tensors: dict, tensor_path: Path) -> AmortizedPolicy:
     from find_rl.policies.amortized import AmortizedNoiseNet
 
-    prompts = meta.get("prompts")
-    try:
-        net = AmortizedNoiseNet(**meta["amortized"])
-        net.load_state_dict({k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")})
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
-        raise ValueError(f"{tensor_path}: the amortised network does not load ({first}); re-export the policy") from None
-    cond = tensors.get("cond")
-    if (not prompts or cond is None or len(cond) != len(prompts) or cond.shape[1] != net.in_dim
-            or tuple(net.latent_shape) != tuple(meta.get("latent_shape", []))):
-        raise ValueError(f"{tensor_path}: text features / latent shape do not match {META_FILE}; re-export the policy")
-    if not all(torch.isfinite(v).all() for v in tensors.values()):
-        raise ValueError(f"{tensor_path} holds NaN/inf values; re-export the policy")
-    return AmortizedPolicy(prompts=list(prompts), net=net.eval(), cond=cond, text_features=meta.get("text_features", "pooled"),
+    net = _build(AmortizedNoiseNet, meta.get("amortized", {}), tensors, "net", tensor_path, "the amortised network")
+    cond = _check_cond(meta, tensors, tensor_path, net.latent_shape, width=net.in_dim)
+    return AmortizedPolicy(prompts=list(meta["prompts"]), net=net, cond=cond, text_features=meta.get("text_features", "pooled"),
                            model=meta.get("model", "shapes"), sampler=meta.get("sampler", {}), training=meta.get("training", {}))
