@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from find_rl.core.settings import TEXT_FEATURES
+
 
 @dataclass(frozen=True)
 class ObservationLayout:
@@ -43,9 +45,6 @@ class ObservationLayout:
             if k is not None:
                 onehot[i, k] = 1.0
         return torch.cat([onehot, emb], dim=1)
-
-
-TEXT_FEATURES = ("pooled", "tokens")
 
 
 @dataclass

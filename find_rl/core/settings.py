@@ -27,7 +27,8 @@ from find_rl.core.fields import (at_least, check_fields, check_only, finite, fin
                                  in_range, one_of, positive, setting)
 from find_rl.objectives.mass_covering import OBJECTIVES
 
-TEXT_FEATURES = ("pooled", "tokens")  # find_rl.core.observation reads the same names (no torch imported here)
+#: what a prompt-conditioned policy reads of the text encoder (find_rl.core.observation builds them)
+TEXT_FEATURES = ("pooled", "tokens")
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: the embedded worlds (:mod:`find_rl.worlds`, one folder each): ``--world``, and each one's model and reward alias
