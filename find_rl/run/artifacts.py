@@ -76,15 +76,12 @@ def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, 
     per prompt and per split x category (``results.md``; ``results.csv`` per prompt)."""
     from find_rl.evaluation.report import results_rows, split_category_table, write_results
     from find_rl.evaluation.scoring import evaluate_distributions, load_aligned_ceiling
-    from find_rl.evaluation.scoring import answers_any_prompt
+    from find_rl.evaluation.scoring import answers_any_prompt, serve_prompts
 
     prompts = list(dict.fromkeys(list(world.eval_prompts()) + list(run.eval_prompts)))
-    new = [p for p in prompts if p not in policy.prompts]
-    if new and answers_any_prompt(policy):
-        from find_rl.core.observation import text_features
-
-        policy.add_prompts(new, text_features(sampler.pipeline, new, policy.text_features))
-    elif new:  # a per-prompt policy over many prompts: the evaluation prompts it trained on, else its first ones
+    serve_prompts(policy, prompts, model=run.model)  # a policy that reads the text: their features from the encoder
+    if not answers_any_prompt(policy) and any(p not in policy.prompts for p in prompts):
+        # a per-prompt policy over many prompts: the evaluation prompts it trained on, else its first ones
         prompts = [p for p in prompts if p in policy.prompts] or list(policy.prompts[: len(prompts)])
     idx = [policy.index(p) for p in prompts]
     samples = run.loop.eval_set_samples
