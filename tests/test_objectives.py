@@ -1,4 +1,4 @@
-"""The mass-covering objectives' math (find_rl/objectives/mass_covering.py) and the flow's behaviour mixture, by hand."""
+"""The mass-covering objectives' math (find_rl/objectives/mass_covering.py) and the behaviour mixtures (flow, Gaussian), by hand."""
 
 import math
 
@@ -82,3 +82,19 @@ def test_flow_behaviour_mixture_samples_the_prior_share_and_records_its_density(
     assert torch.allclose(mixed.logp(z[:5]), expected, atol=1e-4)
     plain = TorchFlowDistribution.get_partial_dist_cls(flow=flow).from_logits(cond[:5])
     assert torch.allclose(plain.logp(z[:5]), log_q, atol=1e-5)
+
+
+def test_gaussian_behaviour_mixture_samples_the_prior_share_and_records_its_density():
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+
+    from find_rl.rllib.noise_module import TorchDiagGaussianBehaviour
+
+    torch.manual_seed(0)
+    logits = torch.cat([torch.full((4000, 48), 3.0), torch.zeros(4000, 48)], -1)  # N(3, I): far from the prior
+    z = TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=0.25).from_logits(logits).sample()
+    assert (z.mean(1).abs() < 1.0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    log_q = TorchDiagGaussian.from_logits(logits[:5]).logp(z[:5])
+    expected = torch.logaddexp(log_q + math.log(0.75), ob.log_prior(z[:5]) + math.log(0.25))
+    mixed = TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=0.25).from_logits(logits[:5])
+    assert torch.allclose(mixed.logp(z[:5]), expected, atol=1e-4)
+    assert not torch.allclose(log_q, expected, atol=1e-2)

@@ -109,8 +109,6 @@ def test_every_checked_field_is_covered_above():
     (dict(prompts=["a", " "]), "empty prompt"),
     (dict(prompts=["a"], eval_prompts=["a"], policy=PolicySettings(policy_type="amortized")), "must be held out"),
     (dict(eval_prompts=["b"]), "needs --policy-type amortized"),
-    (dict(find=FindSettings(objective="log-variance")), "need the flow family's exact log-density"),
-    (dict(find=FindSettings(prior_share=0.2)), "--prior-share is a setting of the flow policy"),
     (dict(find=FindSettings(prior_kl_coeff=0.5)), "--kl-coeff is a setting of the flow policy; the per-prompt policy does not use it"),
     (dict(policy=PolicySettings(policy_type="flow"), find=FindSettings(anchor_coeff=0.01)),
      "--anchor-coeff is a setting of the per-prompt / amortized policy; the flow policy does not use it"),

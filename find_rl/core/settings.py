@@ -211,18 +211,19 @@ class FindSettings(_Part):
                                        "noises (mass-covering; find_rl/objectives/replay.py); 0: off", only=FLOW)
     replay_size: int = setting(256, check=at_least(1), help="flow only: rewarded noises kept per prompt for the replay", only=FLOW)
     objective: str = setting("ppo", check=one_of(*OBJECTIVES), cli={"choices": OBJECTIVES},
-                             help="'ppo': FIND's clipped surrogate (+ its regulariser); flow only: 'log-variance' (off-policy "
-                                  "trajectory balance) or 'iw-mle' (importance-weighted maximum likelihood), both fitting "
-                                  "q* ∝ N(0, I) exp(r / beta) from a behaviour with a prior share (find_rl/objectives/mass_covering.py)")
+                             help="'ppo': FIND's clipped surrogate (+ its regulariser); 'log-variance' (off-policy trajectory balance) "
+                                  "or 'iw-mle' (importance-weighted maximum likelihood), both fitting q* ∝ N(0, I) exp(r / beta) "
+                                  "from a behaviour with a prior share, on the family's exact log-density "
+                                  "(find_rl/objectives/mass_covering.py)")
     beta: float = setting(0.1, check=finite_positive,
-                          help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)", only=FLOW)
+                          help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)")
     prior_share: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
-                                        help="flow only: share of fresh N(0, I) draws in each batch (behaviour "
+                                        help="share of fresh N(0, I) draws in each batch (behaviour "
                                              "(1 - share) q + share N(0, I), its exact density recorded); default 0.2 for "
-                                             "log-variance / iw-mle, 0 for ppo", only=FLOW)
+                                             "log-variance / iw-mle, 0 for ppo")
     render_replay: int = setting(0, check=at_least(0),
                                  help="log-variance / iw-mle: past renders (aligned and failed) kept per prompt and added "
-                                      "to every loss; 0: none", only=FLOW)
+                                      "to every loss; 0: none")
     target_alignment: float | None = setting(None, check=in_range(0, 1, open_low=True), cli={"type": float},
                                              help="adapt each prompt's anchor weight to hold its training alignment at this level", only=GAUSSIAN)
     anchor_factor: float = setting(1.5, flag="", check=_above_one,
@@ -360,9 +361,6 @@ class RunSettings(_Part):
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
         self.check_family()
-        if self.policy.policy_type != "flow" and (self.find.mass_covering or self.find.behaviour_prior_share > 0):
-            raise ValueError(f"--objective {self.find.objective} / --prior-share need the flow family's exact log-density; "
-                             "add --policy-type flow")
         if self.eval_prompts and not self.answers_any_prompt:
             raise ValueError("--eval-prompts (held-out prompts) needs --policy-type amortized (or flow with --flow-conditioning "
                              "embedding): a per-prompt policy has nothing for them")

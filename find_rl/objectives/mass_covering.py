@@ -1,4 +1,8 @@
-"""Mass-covering objectives for the flow family (exact log q), free of Ray.
+"""Mass-covering objectives for every policy family (each has an exact log q), free of Ray.
+
+On the Gaussian families iw-mle is a reward-weighted regression of the mean (with sigma fixed at 1, the weighted
+mean of the behaviour's draws: the cross-entropy method with a defensive prior share); on the flow it fits the whole
+density.
 
 The target is the reward-tilted prior q*(z | c) ∝ N(z; 0, I) exp(r(z, c) / beta): the optimum of
 E_q[r] - beta KL(q || N(0, I)). Reverse KL by policy gradient (FIND's PPO with ``--kl-coeff``) is mode-seeking: on its

@@ -4,7 +4,7 @@
   policy that drew each sample (RLlib's recorded ``action_logp``), plus the policy family's regulariser toward
   N(0, I) (:meth:`~find_rl.rllib.noise_policy.NoisePolicyRLModule.regulariser`).
 - :class:`MassCovering` (``log-variance``, ``iw-mle``): fit q* ∝ N(0, I) exp(r / beta) on the behaviour's draws, plus
-  replayed renders (:mod:`find_rl.objectives.mass_covering`); they need the family's exact log-density (the flow).
+  replayed renders (:mod:`find_rl.objectives.mass_covering`), on the family's exact log-density (every family has one).
 
 An objective reads the batch after :class:`~find_rl.rllib.connectors.CalibrateRewards` (advantages, raw rewards as
 value targets, the loss mask) and returns ``(loss, metrics)``; the learner logs the metrics under ``find``. A new

@@ -28,8 +28,36 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
+from find_rl.objectives.mass_covering import log_prior, mixture_log_prob
 from find_rl.policies import policy_math as pm
 from find_rl.rllib.noise_policy import NoisePolicyRLModule, RegulariserContext
+
+
+class TorchDiagGaussianBehaviour(TorchDiagGaussian):
+    """RLlib's DiagGaussian as the behaviour mixture ``(1 - s) N(mu, sigma^2) + s N(0, I)`` of the mass-covering
+    objectives (:mod:`find_rl.objectives.mass_covering`): each row is a fresh N(0, I) draw with probability ``s``
+    (``prior_share``) and ``logp`` is the mixture's exact density, so RLlib's recorded ``ACTION_LOGP`` is the
+    behaviour's. Built as ``get_partial_dist_cls(prior_share=s)``; the module uses it for exploration only."""
+
+    def __init__(self, loc, scale, prior_share: float = 0.0):
+        self.prior_share = float(prior_share)
+        super().__init__(loc=loc, scale=scale)
+
+    @classmethod
+    @override(TorchDiagGaussian)
+    def from_logits(cls, logits, prior_share: float = 0.0, **kwargs):
+        loc, log_std = logits.chunk(2, dim=-1)
+        return cls(loc=loc, scale=log_std.exp(), prior_share=prior_share)
+
+    @override(TorchDiagGaussian)
+    def sample(self, *, sample_shape=None):
+        z = super().sample(sample_shape=sample_shape)
+        fresh = torch.rand(z.shape[:-1], device=z.device) < self.prior_share
+        return torch.where(fresh[..., None], torch.randn_like(z), z)
+
+    @override(TorchDiagGaussian)
+    def logp(self, value):
+        return mixture_log_prob(super().logp(value), log_prior(value), self.prior_share)
 
 
 class _GaussianNoiseModule(NoisePolicyRLModule):
@@ -51,6 +79,9 @@ class _GaussianNoiseModule(NoisePolicyRLModule):
 
     @override(TorchRLModule)
     def get_exploration_action_dist_cls(self):
+        """What the env runner samples from: N(mu, sigma^2), or the behaviour mixture with ``prior_share``."""
+        if self.prior_share > 0:
+            return TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=self.prior_share)
         return TorchDiagGaussian
 
     @override(TorchRLModule)
