@@ -147,3 +147,36 @@ def test_amortized_policy_over_many_scenes_prompts_trains_exports_and_answers_un
     res = json.loads((tmp_path / "e.json").read_text())["prompts"]
     assert res[held_out]["split"] == "unseen_pairs"
     assert generate.main(["--policy", str(out), "--prompt", "a purple circle", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_amortized_gaussian_learns_each_prompts_rewarded_side_by_importance_weighted_mle():
+    """The amortised Gaussian trained by ``--objective iw-mle`` (the behaviour mixture's draws, the weighted
+    likelihood) moves each prompt's mean to the half of the latent its reward pays for, read from the embedding."""
+    import math
+
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
+
+    from find_rl.objectives import mass_covering as ob
+    from find_rl.rllib.noise_module import TorchDiagGaussianBehaviour
+
+    torch.manual_seed(0)
+    net = AmortizedNoiseNet(embed_dim=8, latent_shape=(1, 4, 4), mean_resolution=2, hidden=16)
+    emb = torch.randn(2, 8)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    group = torch.arange(2).repeat_interleave(64)
+    sign = torch.tensor([1.0, -1.0])[group]  # prompt 0 is paid for a positive left half, prompt 1 a negative one
+    for _ in range(60):
+        with torch.no_grad():
+            logits = torch.cat(net(emb[group]), -1)
+            behaviour = TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=0.2).from_logits(logits)
+            z = behaviour.sample()
+            log_b = behaviour.logp(z)
+        reward = (sign * z.reshape(-1, 4, 4)[:, :, :2].mean((1, 2)) > 0.5).float()
+        log_q = TorchDiagGaussian.from_logits(torch.cat(net(emb[group]), -1)).logp(z)
+        loss = ob.iw_mle_loss(log_q, ob.log_prior(z), log_b, reward, group, beta=0.1, num_groups=2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    mu = net(emb)[0].reshape(2, 4, 4)
+    assert mu[0, :, :2].mean() > 0.3 and mu[1, :, :2].mean() < -0.3, mu
+    assert math.isfinite(loss.item())
