@@ -54,6 +54,15 @@ def mixture_log_prob(log_q: torch.Tensor, log_p: torch.Tensor, prior_share: floa
     return torch.logaddexp(log_q + math.log1p(-prior_share), log_p + math.log(prior_share))
 
 
+def mix_in_prior(z: torch.Tensor, prior_share: float) -> torch.Tensor:
+    """Draws of the behaviour mixture from draws ``z`` of q: each row replaced by a fresh N(0, I) draw with
+    probability ``prior_share`` (the sampling side of :func:`mixture_log_prob`)."""
+    if prior_share <= 0.0:
+        return z
+    fresh = torch.rand(z.shape[:-1], device=z.device) < prior_share
+    return torch.where(fresh[..., None], torch.randn_like(z), z)
+
+
 def _group_mean(x: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Per-row mean of ``x`` over the rows of its group, ``(N,)`` (differentiable)."""
     sums = torch.zeros(num_groups, dtype=x.dtype, device=x.device).index_add(0, group, x)

@@ -56,7 +56,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch.distributions import Distribution, constraints
 
-from find_rl.objectives.mass_covering import log_prior, mixture_log_prob
+from find_rl.objectives.mass_covering import log_prior, mix_in_prior, mixture_log_prob
 from find_rl.policies.flow import LOG_2PI, ConditionalCouplingFlow, reverse_kl
 from find_rl.rllib.noise_policy import NoisePolicyRLModule, RegulariserContext
 
@@ -134,11 +134,7 @@ class TorchFlowDistribution(TorchDistribution):
         if self.deterministic:
             mode = self._dist.mode.detach()
             return mode.expand(*(sample_shape or ()), *mode.shape)
-        z = super().sample(sample_shape=sample_shape)
-        if self.prior_share > 0:  # the behaviour mixture: replace a share of the rows by fresh prior draws
-            fresh = torch.rand(z.shape[:-1], device=z.device) < self.prior_share
-            z = torch.where(fresh[..., None], torch.randn_like(z), z)
-        return z
+        return mix_in_prior(super().sample(sample_shape=sample_shape), self.prior_share)  # the behaviour mixture
 
     @override(TorchDistribution)
     def logp(self, value: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -28,7 +28,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import nn
 
-from find_rl.objectives.mass_covering import log_prior, mixture_log_prob
+from find_rl.objectives.mass_covering import log_prior, mix_in_prior, mixture_log_prob
 from find_rl.policies import policy_math as pm
 from find_rl.rllib.noise_policy import NoisePolicyRLModule, RegulariserContext
 
@@ -51,9 +51,7 @@ class TorchDiagGaussianBehaviour(TorchDiagGaussian):
 
     @override(TorchDiagGaussian)
     def sample(self, *, sample_shape=None):
-        z = super().sample(sample_shape=sample_shape)
-        fresh = torch.rand(z.shape[:-1], device=z.device) < self.prior_share
-        return torch.where(fresh[..., None], torch.randn_like(z), z)
+        return mix_in_prior(super().sample(sample_shape=sample_shape), self.prior_share)
 
     @override(TorchDiagGaussian)
     def logp(self, value):
