@@ -5,6 +5,8 @@ How to run (the default sweep: 4 clip values x 1 seed x 60 iterations on the sha
     python -m find_rl.tune --out runs/tune
     python -m find_rl.tune --out runs/tune --clip-grid 0.01 0.2 --seeds 0 1 2 --iterations 40
     python -m find_rl.tune --out runs/tune          # again after Ctrl-C / a crash: resumes (Tuner.restore)
+    python -m find_rl.tune --out runs/tune-mc --policy-type flow --objective log-variance --render-replay 256 \
+        --beta-grid 0.003 0.001 --prior-share-grid 0.1 0.3      # the mass-covering objective: beta x lambda
 
 Every trial runs the same loop as ``python -m find_rl.train`` (same flags, same seeding) inside a Tune function
 trainable, reports each iteration (training-batch alignment, reward, clip fraction, KL, images/s) with an RLlib
@@ -37,6 +39,8 @@ from find_rl.core.fields import at_least, setting
 from find_rl.tuning.spaces import CLIP_PARAM_GRID, CLIP_SWEEP_OVERRIDES, SEEDS
 
 EXPERIMENT = "clip_sweep"
+#: the optional axes of the sweep (a trial's config key -> its column in the table), in the order of the table
+AXES = {"kl_coeff": "kl_coeff", "beta": "beta", "prior_share": "prior share"}
 
 
 def _all(check, what: str):
@@ -54,6 +58,14 @@ class SweepSettings:
     kl_grid: list | None = setting(None, cli={"type": float, "nargs": "+"},
                                    check=_all(lambda k: math.isfinite(k) and k >= 0, "finite values >= 0"),
                                    help="with --policy-type flow: the flow's --kl-coeff (beta) values to cross with the clip grid")
+    beta_grid: list | None = setting(None, cli={"type": float, "nargs": "+"},
+                                     check=_all(lambda b: math.isfinite(b) and b > 0, "finite values > 0"),
+                                     help="with --objective log-variance or iw-mle: the target temperature --beta values to cross "
+                                          "with the other axes")
+    prior_share_grid: list | None = setting(None, cli={"type": float, "nargs": "+"},
+                                            check=_all(lambda s: 0 <= s <= 1, "values in [0, 1]"),
+                                            help="with --objective log-variance or iw-mle: the behaviour's --prior-share values "
+                                                 "(lambda) to cross with the other axes")
     stop_alignment: float = setting(0.97, check=lambda v: None if v > 0 else "> 0 (above 1: never stop early)",
                                     help="stop a trial once its training alignment, averaged over 5 iterations, reaches this")
     max_concurrent: int | None = setting(None, check=at_least(1), cli={"type": int},
@@ -91,6 +103,12 @@ def run_trial(config: dict, *, base: dict) -> None:
     if "kl_coeff" in config:
         run = run.replace(kl_coeff=float(config["kl_coeff"]))
         name = f"kl{run.find.prior_kl_coeff:g}_" + name
+    if "prior_share" in config:
+        run = run.replace(prior_share=float(config["prior_share"]))
+        name = f"share{config['prior_share']:g}_" + name
+    if "beta" in config:
+        run = run.replace(beta=float(config["beta"]))
+        name = f"beta{config['beta']:g}_" + name
     out = Path(base["trials_dir"]) / name
     out.mkdir(parents=True, exist_ok=True)
     stop_alignment, every, total = base["stop_alignment"], run.loop.checkpoint_every, run.loop.iterations
@@ -125,6 +143,9 @@ def run_trial(config: dict, *, base: dict) -> None:
         final |= {"final_alignment": sum(r["find_alignment"] for r in rows) / n,
                   "final_strict": sum(r["find_strict"] for r in rows) / n,
                   "final_diversity_kept": sum(r["diversity_kept"] for r in rows) / n,
+                  # aligned diversity kept (a prompt under MIN_ALIGNED aligned images counts 0); None without a reference
+                  "final_aligned_kept": (None if any(r["aligned_kept"] is None for r in rows)
+                                         else sum(r["aligned_kept"] for r in rows) / n),
                   "base_alignment": sum(r["base_alignment"] for r in rows) / n}
     tune.report(final)
 
@@ -145,11 +166,21 @@ def main(argv: list[str] | None = None) -> int:
         if grid.kl_grid and args.policy_type != "flow":
             raise ValueError("--kl-grid sweeps the flow's beta; add --policy-type flow")
         args.clip_grid, args.seeds, args.kl_grid = grid.clip_grid, grid.seeds, grid.kl_grid
+        args.beta_grid, args.prior_share_grid = grid.beta_grid, grid.prior_share_grid
         args.stop_alignment, args.max_concurrent = grid.stop_alignment, grid.max_concurrent
         args.clip_param = str(args.clip_grid[0])
         from find_rl import train
 
         run = train.settings_from_args(args)  # every flag checked here, before Ray starts
+        objective = run.find.objective
+        for flag, values in (("--beta-grid", grid.beta_grid), ("--prior-share-grid", grid.prior_share_grid)):
+            if values and objective == "ppo":
+                raise ValueError(f"{flag} sweeps the mass-covering objective; add --objective log-variance or iw-mle")
+        if objective != "ppo":  # no ratio to clip: one clip value, so that the trials differ only in what they use
+            if not any(a == "--clip-grid" or a.startswith("--clip-grid=") for a in argv):
+                args.clip_grid = args.clip_grid[:1]
+            elif len(args.clip_grid) > 1:
+                raise ValueError(f"--objective {objective} has no clip: give --clip-grid one value (or none)")
         out = args.out.resolve()
         out.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as e:
@@ -183,7 +214,8 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
         max_conc = args.max_concurrent or int(ray.cluster_resources().get("CPU", 1))
         tuner = tune.Tuner(
             trainable,
-            param_space=clip_sweep(args.clip_grid, args.seeds, args.kl_grid),
+            param_space=clip_sweep(args.clip_grid, args.seeds, args.kl_grid, beta_grid=args.beta_grid,
+                                   prior_share_grid=args.prior_share_grid),
             tune_config=tune.TuneConfig(metric="alignment", mode="max", max_concurrent_trials=max_conc),
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out), verbose=1,
                                       callbacks=callbacks(run.tracking, out),  # TensorBoard; W&B, MLflow when asked
@@ -193,15 +225,17 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
     rows = []
     for r in results:
         m = r.metrics or {}
-        rows.append({"clip_param": r.config["clip_param"], "kl_coeff": r.config.get("kl_coeff"), "seed": r.config["seed"],
+        rows.append({"clip_param": r.config["clip_param"], "kl_coeff": r.config.get("kl_coeff"), "beta": r.config.get("beta"),
+                     "prior_share": r.config.get("prior_share"), "seed": r.config["seed"],
                      "done": bool(m.get("done")),
                      "iterations": m.get("iterations_run", m.get("iteration")),
                      "started_at_iteration": m.get("started_at_iteration"), "final_alignment": m.get("final_alignment"),
                      "final_strict": m.get("final_strict"), "final_diversity_kept": m.get("final_diversity_kept"),
+                     "final_aligned_kept": m.get("final_aligned_kept"),
                      "base_alignment": m.get("base_alignment"), "clip_fraction_mean": m.get("clip_fraction_mean"),
                      "approx_kl_max": m.get("approx_kl_max"), "wall_s": m.get("time_total_s"),
                      "trial_dir": m.get("trial_dir"), "error": str(r.error).strip().splitlines()[-1][:200] if r.error else None})
-    rows.sort(key=lambda x: (x["kl_coeff"] or 0, x["clip_param"], x["seed"]))
+    rows.sort(key=lambda x: tuple(x[k] or 0 for k in AXES) + (x["clip_param"], x["seed"]))
     table = format_table(rows, run)
     print(table)
     (out / "results.md").write_text(table + "\n")
@@ -220,17 +254,17 @@ def format_table(rows: list[dict], run) -> str:
     def f(v, fmt):
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
+    axes = [k for k in AXES if any(r.get(k) is not None for r in rows)]
     lines = [f"clip_param sweep: lr {run.find.lr}, up to {run.loop.iterations} iterations x {run.samples_per_prompt} samples per "
              f"prompt, scored on {run.loop.eval_samples} fresh samples per prompt", "",
-             "| clip_param | seed | iterations | alignment (base → final) | strict | diversity kept | mean clip fraction | max approx KL | wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    kl = any(r.get("kl_coeff") is not None for r in rows)
-    if kl:
-        lines[-2:] = ["| kl_coeff " + lines[-2], "|---" + lines[-1]]
+             "| " + "".join(f"{AXES[k]} | " for k in axes) + "clip_param | seed | iterations | alignment (base → final) | strict | "
+             "diversity kept | aligned diversity kept | mean clip fraction | max approx KL | wall (s) |",
+             "|---" * (len(axes) + 10) + "|"]
     for r in rows:
         status = "" if r["done"] else f" (not finished{': ' + r['error'] if r['error'] else ''})"
-        lines.append((f"| {r['kl_coeff']:g} " if kl else "") + f"| {r['clip_param']:g} | {r['seed']} | {r['iterations']}{status} | {f(r['base_alignment'], '.3f')} → "
-                     f"{f(r['final_alignment'], '.3f')} | {f(r['final_strict'], '.3f')} | {f(r['final_diversity_kept'], '.0%')} | "
+        lines.append("| " + "".join(f"{f(r.get(k), 'g')} | " for k in axes) + f"{r['clip_param']:g} | {r['seed']} | {r['iterations']}{status} | "
+                     f"{f(r['base_alignment'], '.3f')} → {f(r['final_alignment'], '.3f')} | {f(r['final_strict'], '.3f')} | "
+                     f"{f(r['final_diversity_kept'], '.0%')} | {f(r.get('final_aligned_kept'), '.0%')} | "
                      f"{f(r['clip_fraction_mean'], '.3f')} | {f(r['approx_kl_max'], '.4f')} | {f(r['wall_s'], '.0f')} |")
     return "\n".join(lines)
 

@@ -252,6 +252,11 @@ def test_train_cli_refuses_a_cuda_device_on_a_machine_without_one(tmp_path, caps
     (["--lr", "nan"], "lr must be a finite number > 0"),
     (["--kl-grid", "0.1"], "add --policy-type flow"),
     (["--policy-type", "flow", "--kl-grid", "nan"], "--kl-grid must be finite values >= 0"),
+    (["--beta-grid", "0.1"], "add --objective log-variance or iw-mle"),
+    (["--prior-share-grid", "0.2"], "add --objective log-variance or iw-mle"),
+    (["--objective", "iw-mle", "--beta-grid", "0"], "--beta-grid must be finite values > 0"),
+    (["--objective", "iw-mle", "--prior-share-grid", "1.5"], "--prior-share-grid must be values in [0, 1]"),
+    (["--objective", "iw-mle", "--clip-grid", "0.01", "0.2"], "has no clip: give --clip-grid one value"),
 ])
 def test_tune_cli_bad_input(tmp_path, capsys, argv, msg):
     from find_rl import tune
@@ -502,3 +507,26 @@ def test_flow_on_sd_shaped_latents(tiny_sd, tiny_clip, ray_local, tmp_path):
                        "--mean-resolution", "2"]) == 0
     pol = load_policy(out)
     assert pol.prompts == ["a dog", "a cat", "a bird"] and pol.latent_shape == (4, 8, 8) and pol.cond.shape[0] == 3
+
+
+def test_tune_space_and_table_carry_the_mass_covering_axes():
+    """--beta-grid and --prior-share-grid become grid axes of the Tune space, and the table prints a column for each
+    (with the aligned diversity kept) only when a trial has it."""
+    from types import SimpleNamespace
+
+    from find_rl.tune import format_table
+    from tuning.spaces import clip_sweep
+
+    space = clip_sweep([0.01], [0, 1], beta_grid=[0.003, 0.001], prior_share_grid=[0.1, 0.3])
+    assert space["beta"] == {"grid_search": [0.003, 0.001]} and space["prior_share"] == {"grid_search": [0.1, 0.3]}
+    assert "kl_coeff" not in space and "beta" not in clip_sweep([0.01])
+    run = SimpleNamespace(find=SimpleNamespace(lr=0.1), loop=SimpleNamespace(iterations=4, eval_samples=8), samples_per_prompt=4)
+    row = {"clip_param": 0.01, "seed": 0, "done": True, "iterations": 4, "base_alignment": 0.1, "final_alignment": 0.5,
+           "final_strict": 0.4, "final_diversity_kept": 0.9, "final_aligned_kept": 0.45, "clip_fraction_mean": 0.0,
+           "approx_kl_max": 0.001, "wall_s": 10.0, "error": None, "kl_coeff": None}
+    table = format_table([row | {"beta": 0.003, "prior_share": 0.1}, row | {"beta": 0.001, "prior_share": 0.3}], run).splitlines()
+    assert table[2].startswith("| beta | prior share | clip_param |") and "aligned diversity kept" in table[2]
+    assert table[4].startswith("| 0.003 | 0.1 | 0.01 | 0 |") and "| 45% |" in table[4]
+    assert len({ln.count("|") for ln in table[2:]}) == 1  # header, rule and rows have the same columns
+    plain = format_table([row | {"beta": None, "prior_share": None}], run).splitlines()
+    assert plain[2].startswith("| clip_param |")

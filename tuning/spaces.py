@@ -6,7 +6,9 @@ Why the default ``clip_param`` grid is so small: FIND's ratio is the *per-elemen
 lr 0.1 on the shapes world (``bench/RESULTS.md``). The PPO clip binds only when ``clip_param`` is of that order, so
 0.2 (the old default, which never binds there) is the reference point and the others bracket the measured step sizes.
 The sweep runs at lr 0.1 (the default since this sweep showed the clip is what keeps it stable: unclipped, a prompt
-collapsed to 0 alignment). ``--kl-grid`` adds the flow family's ``kl_coeff`` (beta) as a second axis.
+collapsed to 0 alignment). ``--kl-grid`` adds the flow family's ``kl_coeff`` (beta) as a second axis; ``--beta-grid`` and ``--prior-share-grid``
+sweep the mass-covering objectives' target temperature and behaviour prior share (``--objective log-variance | iw-mle``;
+the clip grid is then idle: give it one value).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ SEEDS = (0,)
 CLIP_SWEEP_OVERRIDES = {"lr": 0.1, "iterations": 60, "eval_samples": 128}
 
 
-def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS, kl_grid=None) -> dict:
-    """The param space: every ``clip_param`` in ``grid`` crossed with every seed (and every ``kl_coeff`` of ``kl_grid``)."""
+def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS, kl_grid=None, *, beta_grid=None, prior_share_grid=None) -> dict:
+    """The param space: every ``clip_param`` in ``grid`` crossed with every seed (and every ``kl_coeff`` of ``kl_grid``,
+    ``beta`` of ``beta_grid`` and ``prior_share`` of ``prior_share_grid``: the mass-covering objective's target
+    temperature and behaviour prior share)."""
     from ray import tune
 
     if not grid or any(c <= 0 for c in grid):
@@ -26,4 +30,8 @@ def clip_sweep(grid=CLIP_PARAM_GRID, seeds=SEEDS, kl_grid=None) -> dict:
     space = {"clip_param": tune.grid_search([float(c) for c in grid]), "seed": tune.grid_search([int(s) for s in seeds])}
     if kl_grid:
         space["kl_coeff"] = tune.grid_search([float(k) for k in kl_grid])
+    if beta_grid:
+        space["beta"] = tune.grid_search([float(b) for b in beta_grid])
+    if prior_share_grid:
+        space["prior_share"] = tune.grid_search([float(s) for s in prior_share_grid])
     return space
