@@ -246,7 +246,8 @@ def sweep(args: argparse.Namespace, run, out: Path) -> int:
         (out / "best").mkdir(exist_ok=True)
         for f in ("noise_policy.safetensors", "noise_policy.json", "results.md"):
             shutil.copy2(Path(best["trial_dir"]) / f, out / "best" / f)
-        print(f"best: clip_param {best['clip_param']:g} seed {best['seed']} -> {out / 'best'}")
+        axes = "".join(f"{k} {best[k]:g} " for k in AXES if best.get(k) is not None)
+        print(f"best: {axes}clip_param {best['clip_param']:g} seed {best['seed']} -> {out / 'best'}")
     return 0 if all(x["done"] for x in rows) else 1
 
 
