@@ -151,10 +151,13 @@ def _seed_env_runner(env_runner, *, seed: int, iteration: int) -> None:
     A runner that has sampled before starts each ``sample()`` with a reset step (NEXT_STEP autoreset) whose action
     draw, B x D normals, is discarded; a runner built fresh (a resumed run, a restarted actor) starts with a plain
     reset and no such draw. From iteration 1 on, a fresh runner makes that draw itself, so that a resumed run
-    samples exactly the noise an uninterrupted run would.
+    samples exactly the noise an uninterrupted run would; from a behaviour mixture (``prior_share`` > 0, the
+    mass-covering objectives) the draw includes the mixture's own (which rows are fresh N(0, I) draws, and those draws).
     """
     import numpy as np
     import torch
+
+    from find_rl.objectives.mass_covering import mix_in_prior
 
     s = (seed + 7919 * int(getattr(env_runner, "worker_index", 0))) % (2**31 - 1)
     torch.manual_seed(s)
@@ -162,7 +165,8 @@ def _seed_env_runner(env_runner, *, seed: int, iteration: int) -> None:
     # (the driver's local runner has no env when remote runners sample: it never draws)
     if iteration > 0 and getattr(env_runner, "env", None) is not None and getattr(env_runner, "_needs_initial_reset", False):
         space = env_runner.env.single_action_space
-        torch.normal(torch.zeros(env_runner.num_envs, *space.shape), torch.ones(env_runner.num_envs, *space.shape))
+        z = torch.normal(torch.zeros(env_runner.num_envs, *space.shape), torch.ones(env_runner.num_envs, *space.shape))
+        mix_in_prior(z, float(getattr(getattr(env_runner, "module", None), "prior_share", 0.0)))
 
 
 def _render_preview(env_runner, *, noise: np.ndarray, prompt_idx: np.ndarray) -> np.ndarray:
