@@ -98,3 +98,11 @@ def test_gaussian_behaviour_mixture_samples_the_prior_share_and_records_its_dens
     mixed = TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=0.25).from_logits(logits[:5])
     assert torch.allclose(mixed.logp(z[:5]), expected, atol=1e-4)
     assert not torch.allclose(log_q, expected, atol=1e-2)
+
+
+def test_annealed_beta_is_geometric_from_beta_to_beta_final():
+    assert ob.annealed_beta(0.1, None, 5, 10) == 0.1  # no schedule: constant
+    assert ob.annealed_beta(0.1, 0.001, 0, 3) == pytest.approx(0.1)
+    assert ob.annealed_beta(0.1, 0.001, 1, 3) == pytest.approx(0.01)  # the geometric midpoint
+    assert ob.annealed_beta(0.1, 0.001, 2, 3) == pytest.approx(0.001)
+    assert ob.annealed_beta(0.1, 0.001, 7, 3) == pytest.approx(0.001)  # past the end (a run extended on resume): the last

@@ -62,6 +62,30 @@ def test_ppo_knobs_are_honoured_under_rllibs_names(ray_local):
         algo.stop()
 
 
+def test_beta_schedule_reaches_the_loss_and_is_checkpointed(ray_local, tmp_path):
+    """--beta-final: the learner's target temperature follows the geometric schedule over --iterations, the loss logs
+    the one it used, and a restored algorithm continues from the checkpointed clock."""
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    from find_rl.objectives.mass_covering import annealed_beta
+
+    algo = _config(objective="iw-mle", beta=0.1, beta_final=0.001, iterations=3).build_algo()
+    try:
+        learner = algo.learner_group._learner
+        used = [algo.train()["learners"]["default_policy"]["find"]["beta"] for _ in range(2)]
+        assert used == pytest.approx([0.1, 0.01])
+        assert learner.state_for_objective.beta == pytest.approx(0.001)  # the third iteration's
+        algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
+    try:
+        assert restored.learner_group._learner.iterations_done == 2
+        assert restored.train()["learners"]["default_policy"]["find"]["beta"] == pytest.approx(annealed_beta(0.1, 0.001, 2, 3))
+    finally:
+        restored.stop()
+
+
 def test_checkpoint_round_trip_restores_policy_predictor_and_calibration(ray_local, tmp_path):
     from ray.rllib.algorithms.algorithm import Algorithm
 

@@ -51,6 +51,7 @@ BAD = [
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
     (FindSettings, "objective", "kl", "--objective must be one of"),
     (FindSettings, "beta", 0.0, "--beta must be a finite number > 0"),
+    (FindSettings, "beta_final", NAN, "--beta-final must be a finite number > 0"),
     (FindSettings, "prior_share", 1.5, "--prior-share must be in [0, 1]"),
     (FindSettings, "render_replay", -1, "--render-replay must be >= 0"),
     (FindSettings, "lr", NAN, "--lr must be a finite number > 0"),
@@ -118,6 +119,12 @@ def test_every_checked_field_is_covered_above():
 def test_cross_field_checks(kw, msg):
     with pytest.raises(ValueError, match=msg):
         RunSettings(**kw)
+
+
+def test_beta_final_needs_a_mass_covering_objective():
+    with pytest.raises(ValueError, match="--beta-final anneals the mass-covering objectives' beta; add --objective"):
+        FindSettings(beta_final=0.001)
+    assert FindSettings(objective="log-variance", beta_final=0.001).beta_final == 0.001
 
 
 @pytest.mark.parametrize("kw, msg", [

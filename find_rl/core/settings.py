@@ -217,6 +217,10 @@ class FindSettings(_Part):
                                   "(find_rl/objectives/mass_covering.py)")
     beta: float = setting(0.1, check=finite_positive,
                           help="log-variance / iw-mle: the temperature of the target q* ∝ N(0, I) exp(r / beta)")
+    beta_final: float | None = setting(None, check=finite_positive, cli={"type": float},
+                                       help="log-variance / iw-mle: anneal beta geometrically from --beta to this over "
+                                            "--iterations (None: beta stays constant; a run resumed with other "
+                                            "--iterations follows the new span from where it stands)")
     prior_share: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
                                         help="share of fresh N(0, I) draws in each batch (behaviour "
                                              "(1 - share) q + share N(0, I), its exact density recorded); default 0.2 for "
@@ -249,6 +253,8 @@ class FindSettings(_Part):
         super().__post_init__()
         if self.target_alignment is not None and self.anchor == "none":
             raise ValueError("--target-alignment adapts the anchor weight; choose --anchor kl or l2, not none")
+        if self.beta_final is not None and not self.mass_covering:
+            raise ValueError("--beta-final anneals the mass-covering objectives' beta; add --objective log-variance or iw-mle")
 
     @property
     def mass_covering(self) -> bool:

@@ -40,6 +40,15 @@ LOG_2PI = math.log(2 * math.pi)
 OBJECTIVES = ("ppo", "log-variance", "iw-mle")
 
 
+def annealed_beta(beta: float, beta_final: float | None, iteration: int, iterations: int) -> float:
+    """The target temperature at 0-based ``iteration`` of ``iterations``: geometric from ``beta`` (first) to
+    ``beta_final`` (last, and after), or ``beta`` throughout when ``beta_final`` is None."""
+    if beta_final is None or iterations <= 1:
+        return float(beta if beta_final is None else (beta if iteration <= 0 else beta_final))
+    t = min(max(iteration, 0), iterations - 1) / (iterations - 1)
+    return float(beta * (beta_final / beta) ** t)
+
+
 def log_prior(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` per row of ``z`` ``(N, D)``."""
     return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI)

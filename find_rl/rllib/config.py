@@ -29,12 +29,14 @@ class FindPPOConfig(PPOConfig):
         super().__init__(algo_class=algo_class or FindPPO)
         self.find = FindSettings()
         self.prompts: list[str] = []
+        self.iterations = 1  # the run's training iterations (what a schedule such as --beta-final spans)
         self.run_dir: str | None = None  # the run folder, the algorithm's log folder (FindPPO)
 
-    def find_settings(self, find: FindSettings, prompts: list[str]) -> "FindPPOConfig":
-        """Set FIND's learner settings and the PPO knobs they carry under RLlib's names."""
+    def find_settings(self, find: FindSettings, prompts: list[str], *, iterations: int = 1) -> "FindPPOConfig":
+        """Set FIND's learner settings, the run's iteration count and the PPO knobs they carry under RLlib's names."""
         self.find = find
         self.prompts = list(prompts)
+        self.iterations = int(iterations)
         return self.training(lr=find.lr, num_epochs=find.num_epochs, clip_param=find.clip_param)
 
     def run_folder(self, path) -> "FindPPOConfig":
@@ -96,7 +98,7 @@ def find_ppo_config(run: RunSettings) -> FindPPOConfig:
             rollout_fragment_length="auto",
         )
         .learners(num_gpus_per_learner=res.num_gpus_per_learner)
-        .find_settings(find, run.prompts)
+        .find_settings(find, run.prompts, iterations=run.loop.iterations)
         .training(train_batch_size_per_learner=train_batch, minibatch_size=minibatch, gamma=1.0, lambda_=1.0,
                   use_kl_loss=False, use_critic=False, entropy_coeff=0.0, grad_clip=None)
         .rl_module(rl_module_spec=module_spec(run.policy, num_prompts=len(run.prompts), latent_shape=run.latent_shape,

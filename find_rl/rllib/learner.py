@@ -8,9 +8,10 @@ Hooks (each marked ``@override``):
 - ``compute_loss_for_module``: the objective's loss on the valid rows (:mod:`find_rl.rllib.losses`); the module is
   reached only through the policy-family protocol (:class:`~find_rl.rllib.noise_policy.NoisePolicyRLModule`).
 - ``configure_optimizers_for_module``: one Adam per parameter group a module names (the flow), else RLlib's.
-- ``after_gradient_based_update``: the render replay commits this iteration's renders; every module projects.
-- ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history), the adaptive anchor and the replays
-  are part of the checkpoint.
+- ``after_gradient_based_update``: the render replay commits this iteration's renders; every module projects; the
+  mass-covering target's temperature moves to the next iteration's (``--beta-final``).
+- ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history), the adaptive anchor, the replays and
+  the iterations done (the beta schedule's clock) are part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from find_rl.core import keys
 from find_rl.core.observation import ObservationLayout
 from find_rl.objectives.anchor import AdaptiveAnchor
 from find_rl.objectives.calibration import RewardCalibrator
+from find_rl.objectives.mass_covering import annealed_beta
 from find_rl.objectives.replay import RenderReplay, RewardedReplay
 from find_rl.rllib.connectors import reward_pieces
 from find_rl.rllib.losses import LearnerState, make_objective
@@ -36,6 +38,7 @@ CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
 REPLAY_STATE = "rewarded_replay"
 RENDER_REPLAY_STATE = "render_replay"
+ITERATIONS_STATE = "iterations_done"
 
 
 class FindPPOTorchLearner(PPOTorchLearner):
@@ -70,14 +73,19 @@ class FindPPOTorchLearner(PPOTorchLearner):
         self.objective = make_objective(s)
         # PPO's knobs are read under RLlib's names from the config (config.training(clip_param=...) is honoured)
         clip = None if math.isinf(self.config.clip_param) else float(self.config.clip_param)
+        self.iterations_done = 0
         self.state_for_objective = LearnerState(find=s, layout=self.layout, clip=clip, adaptive_anchor=self.adaptive_anchor,
-                                                replay=self.replay, render_replay=self.render_replay)
+                                                replay=self.replay, render_replay=self.render_replay, beta=self._beta())
         if self._learner_connector is not None:  # None only with aggregator actors
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
             for piece in reward_pieces(calibrator=self.calibrator, prompts=self.prompts, anchor=self.adaptive_anchor,
                                        replay=self.replay, render_replay=self.render_replay):
                 self._learner_connector.append(piece)
+
+    def _beta(self) -> float:
+        """The mass-covering target's temperature for the iteration about to be learned from."""
+        return annealed_beta(self.find_settings.beta, self.find_settings.beta_final, self.iterations_done, self.config.iterations)
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config, batch: dict[str, Any], fwd_out: dict[str, Any]) -> torch.Tensor:
@@ -109,10 +117,14 @@ class FindPPOTorchLearner(PPOTorchLearner):
             self.render_replay.commit()
         for module in self.module.values():
             module.unwrapped().project()
+        self.iterations_done += 1
+        self.state_for_objective.beta = self._beta()
 
     @override(PPOTorchLearner)
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
+        if self._check_component(ITERATIONS_STATE, components, not_components):
+            state[ITERATIONS_STATE] = self.iterations_done
         if self._check_component(CALIBRATION_STATE, components, not_components):
             state[CALIBRATION_STATE] = self.calibrator.get_state()
         if self.adaptive_anchor is not None and self._check_component(ANCHOR_STATE, components, not_components):
@@ -126,6 +138,9 @@ class FindPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
+        if ITERATIONS_STATE in state:
+            self.iterations_done = int(state[ITERATIONS_STATE])
+            self.state_for_objective.beta = self._beta()
         if CALIBRATION_STATE in state:
             self.calibrator.set_state(state[CALIBRATION_STATE])
         if ANCHOR_STATE in state and self.adaptive_anchor is not None:

@@ -39,6 +39,7 @@ class LearnerState:
     adaptive_anchor: Any = None
     replay: Any = None
     render_replay: Any = None
+    beta: float = 0.1  # the mass-covering target's temperature this iteration (--beta, annealed by --beta-final)
 
 
 class Objective:
@@ -97,7 +98,6 @@ class MassCovering(Objective):
         self.kind = kind
 
     def loss(self, module, batch, fwd_out, mask, state):
-        s = state.find
         rows = mask.nonzero().squeeze(-1)
         z, obs, log_b = batch[Columns.ACTIONS][rows], batch[Columns.OBS][rows], batch[Columns.ACTION_LOGP][rows]
         reward = batch[Postprocessing.VALUE_TARGETS][rows].float()  # the raw rewards (CalibrateRewards)
@@ -110,16 +110,16 @@ class MassCovering(Objective):
         log_q, log_p = module.log_density(obs, z), ob.log_prior(z)
         num = state.layout.num_prompts
         if self.kind == "log-variance":
-            loss, log_z = ob.log_variance_loss(log_q, log_p, reward, group, beta=s.beta, num_groups=num)
+            loss, log_z = ob.log_variance_loss(log_q, log_p, reward, group, beta=state.beta, num_groups=num)
         else:
-            loss = ob.iw_mle_loss(log_q, log_p, log_b, reward, group, beta=s.beta, num_groups=num)
+            loss = ob.iw_mle_loss(log_q, log_p, log_b, reward, group, beta=state.beta, num_groups=num)
             log_z = torch.full_like(log_q, float("nan"))
         with torch.no_grad():
             fresh = slice(0, len(rows))  # this batch's own rows (the replay follows them)
             dim = z.shape[-1]
             log_r = (log_q[fresh] - log_b[fresh]) / dim
             ratio = torch.exp(log_r)
-            ess = ob.effective_sample_size(log_p[fresh], log_b[fresh], reward[fresh], group[fresh], beta=s.beta,
+            ess = ob.effective_sample_size(log_p[fresh], log_b[fresh], reward[fresh], group[fresh], beta=state.beta,
                                            num_groups=num)
             mu, log_std = module.summary(obs[fresh], module.forward_train({Columns.OBS: obs[fresh]}))
             metrics = {
@@ -136,6 +136,7 @@ class MassCovering(Objective):
                 keys.ESS: float(torch.nanmean(ess)),
                 keys.LOG_Z: float(torch.nanmean(log_z[fresh])),
                 keys.REPLAYED: 0 if stored is None else len(stored[0]),
+                keys.BETA: state.beta,
             }
         return loss, metrics
 
