@@ -1,12 +1,16 @@
-"""The rejection ceiling of aligned diversity, shipped with the shapes model: for every shapes prompt, the frozen
-model's own aligned images (rejection sampling from N(0, I)), their mean pairwise distance and count.
+"""The rejection ceiling of aligned diversity, shipped with a world's model: for every prompt, the frozen model's own
+aligned images (rejection sampling from N(0, I)), their mean pairwise distance (pixels and, in a world with factors,
+the objects' positions and sizes) and count.
 
-How to run (writes the file ``find_rl.evaluation.scoring.load_aligned_ceiling`` reads; ~2 min on 2 cores)::
+How to run (writes the file ``find_rl.evaluation.scoring.load_aligned_ceiling`` reads)::
 
-    python bench/aligned_ceiling.py --min-aligned 64 --out find_rl/worlds/shapes/model/aligned_ceiling.json
+    python bench/aligned_ceiling.py --min-aligned 256 --out find_rl/worlds/shapes/model/aligned_ceiling.json   # ~2 min
+    python bench/aligned_ceiling.py --world scenes --min-aligned 256 \\
+        --out find_rl/worlds/scenes/model/aligned_ceiling.json      # the default rare set, ~4 min on 2 cores
 
 "Aligned diversity kept" in ``results.md``, ``evaluate`` and the comparison is a method's diversity among its aligned
-images divided by this.
+images divided by this (scenes: on factors as well). Prompts: every shapes prompt; for scenes the world's default
+training set unless ``--prompts`` names others (a prompt outside the file reports "—").
 """
 
 from __future__ import annotations
@@ -21,27 +25,35 @@ import torch
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--world", default="shapes", choices=("shapes", "scenes"))
+    p.add_argument("--prompts", nargs="+", help="default: every shapes prompt; scenes: the world's default training set")
     p.add_argument("--min-aligned", type=int, default=64)
+    p.add_argument("--max-samples", type=int, default=32768, help="render at most this many images per prompt")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.diffusion.sampler import DiffusionSampler, SamplerSettings
     from find_rl.evaluation.scoring import aligned_ceiling
-    from find_rl.worlds.shapes.world import all_prompts
+    from find_rl.worlds import get_world
 
-    from find_rl.diffusion.sampler import SamplerSettings
-
+    world = get_world(args.world)
+    prompts = args.prompts or (world.prompts() if args.world == "shapes" else world.default_prompts())
+    for prompt in prompts:
+        world.check_prompt(prompt)
     settings = SamplerSettings()
-    sampler = DiffusionSampler.from_pretrained("shapes", settings)
-    prompts = all_prompts()
-    res = aligned_ceiling(sampler, prompts, min_aligned=args.min_aligned, seed=args.seed)
+    sampler = DiffusionSampler.from_pretrained(args.world, settings)
+    res = aligned_ceiling(sampler, prompts, min_aligned=args.min_aligned, max_samples=args.max_samples, seed=args.seed,
+                          world=world)
     for prompt, r in res.items():
-        print(f"{prompt:<18} {r['aligned_count']:>4} aligned of {r['samples']:>5}  diversity {r['aligned_diversity']:.2f}")
-    args.out.write_text(json.dumps({"command": f"python bench/aligned_ceiling.py --min-aligned {args.min_aligned} --seed {args.seed}",
-                                    "machine": f"{platform.machine()}, torch {torch.__version__}", "sampler": settings.to_dict(),
-                                    "prompts": res}, indent=2) + "\n")
+        factor = r.get("aligned_factor_diversity")
+        print(f"{prompt:<42} {r['aligned_count']:>5} aligned of {r['samples']:>6}  diversity {r['aligned_diversity'] or 0:.2f}"
+              + ("" if factor is None else f"  factors {factor:.2f}"))
+    command = "python bench/aligned_ceiling.py" + ("" if args.world == "shapes" else f" --world {args.world}") + \
+        (f" --prompts {' '.join(map(repr, args.prompts))}" if args.prompts else "") + f" --min-aligned {args.min_aligned} --seed {args.seed}"
+    args.out.write_text(json.dumps({"command": command, "machine": f"{platform.machine()}, torch {torch.__version__}",
+                                    "sampler": settings.to_dict(), "prompts": res}, indent=2) + "\n")
     return 0
 
 

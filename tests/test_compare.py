@@ -179,6 +179,10 @@ def test_aligned_diversity_kept_counts_a_failed_prompt_as_nothing_kept():
     assert aligned_kept({"aligned_diversity": None, "aligned_count": 1}, ceiling) == 0.0  # failed: not "diverse"
     assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 7}, ceiling) == 0.0  # below MIN_ALIGNED: 0, not 50%
     assert aligned_kept({"aligned_diversity": 5.0, "aligned_count": 40}, None) is None
+    factor_ref = {"aligned_diversity": 10.0, "aligned_factor_diversity": 4.0}  # a world with factors (scenes)
+    row = {"aligned_diversity": 5.0, "aligned_factor_diversity": 1.0, "aligned_count": 40}
+    assert aligned_kept(row, factor_ref, key="aligned_factor_diversity") == 0.25
+    assert aligned_kept(row, ceiling, key="aligned_factor_diversity") is None  # a reference without factors
     runs = {m: [_run({"a": a}, 1, 1) for _ in range(2)] for m, a in (("x", 0.9), ("y", 0.5), ("z", 0.4))}
     for m, kept in (("x", 2.0), ("y", 8.0), ("z", 1.0)):
         for r in runs[m]:
@@ -240,3 +244,21 @@ def test_score_image_sets_reports_diversity_among_aligned_images_only():
     assert res["aligned_diversity"] == pytest.approx(diversity(good)) and res["diversity"] != res["aligned_diversity"]
     none = score_image_sets({"a green circle": blank})["a green circle"]
     assert none["aligned_count"] == 0 and none["aligned_diversity"] is None
+
+
+def test_results_md_shows_the_factor_diversity_kept_only_where_the_reference_has_factors(tmp_path):
+    from find_rl.evaluation.report import results_rows, write_results
+
+    base = {p: {"alignment": 0.1, "strict_alignment": 0.1, "diversity": 10.0} for p in ("a", "b")}
+    find = {"a": {"alignment": 0.9, "strict_alignment": 0.8, "diversity": 5.0, "samples": 64, "aligned_count": 60,
+                  "aligned_diversity": 4.0, "aligned_factor_diversity": 3.0},
+            "b": {"alignment": 0.05, "strict_alignment": 0.0, "diversity": 9.0, "samples": 64, "aligned_count": 3,
+                  "aligned_diversity": None, "aligned_factor_diversity": None}}
+    ref = {p: {"aligned_diversity": 8.0, "aligned_factor_diversity": 12.0} for p in ("a", "b")}
+    rows = results_rows(base, find, ceiling=ref)
+    assert [r["aligned_factor_kept"] for r in rows] == [0.25, 0.0]  # b failed: nothing kept
+    md = write_results(rows, tmp_path)[1].read_text().splitlines()
+    assert md[2].endswith("aligned factor diversity kept |") and md[4].endswith("| 50% (60) | 25% |")
+    assert md[-1].endswith("| 25% (min 0%) | 12% (min 0%) |")
+    plain = results_rows(base, find, ceiling={p: {"aligned_diversity": 8.0} for p in ("a", "b")})  # no factors: no column
+    assert "factor" not in write_results(plain, tmp_path)[1].read_text()

@@ -89,6 +89,7 @@ def test_train_and_evaluate_run_on_the_scenes_world(ray_local, tmp_path, capsys)
     meta = json.loads((out / "noise_policy.json").read_text())
     assert meta["model"] == "scenes" and meta["latent_shape"] == [3, 32, 32]
     assert "scenes world's exact scorer" in (out / "results.md").read_text()
+    assert "aligned factor diversity kept |" in (out / "results.md").read_text()  # the shipped reference has these prompts
     capsys.readouterr()
     assert evaluate.main(["--policy", str(out), "--samples", "4", "--json", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())["prompts"]

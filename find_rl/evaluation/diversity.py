@@ -81,17 +81,18 @@ def same_sampler(used: dict | None, made: dict | None) -> bool:
     return used is None or made is None or sampler_key(used) == sampler_key(made)
 
 
-def aligned_kept(row: dict, reference: dict | None) -> float | None:
-    """One run's aligned diversity on one prompt relative to the reference's (``{"aligned_diversity": ...}``).
+def aligned_kept(row: dict, reference: dict | None, *, key: str = "aligned_diversity") -> float | None:
+    """One run's aligned diversity on one prompt relative to the reference's (``{"aligned_diversity": ...}``);
+    ``key="aligned_factor_diversity"``: the same on a world's factors (positions, sizes).
 
-    ``row`` carries ``aligned_count`` and ``aligned_diversity`` (None below ``MIN_ALIGNED``). Returns 0.0 when the run
-    has too few aligned images, None when there is no reference (another model or sampler) or the row has no count."""
-    ref = (reference or {}).get("aligned_diversity")
+    ``row`` carries ``aligned_count`` and ``key`` (None below ``MIN_ALIGNED``). Returns 0.0 when the run has too few
+    aligned images, None when there is no reference (another model or sampler, or no factors) or the row has no count."""
+    ref = (reference or {}).get(key)
     if not ref or row.get("aligned_count") is None:
         return None
-    if row["aligned_count"] < MIN_ALIGNED or row.get("aligned_diversity") is None:
+    if row["aligned_count"] < MIN_ALIGNED or row.get(key) is None:
         return 0.0
-    return row["aligned_diversity"] / ref
+    return row[key] / ref
 
 
 def kept_text(kept: float | None, count: int | None) -> str:

@@ -79,7 +79,7 @@ def plot_curves(history: list[dict], prompts: list[str], path: Path) -> Path:
 
 COLUMNS = ("prompt", "base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity",
            "diversity_kept", "find_aligned_count", "find_aligned_diversity", "ceiling_aligned_diversity", "aligned_kept",
-           "samples", "held_out")
+           "find_aligned_factor_diversity", "ceiling_aligned_factor_diversity", "aligned_factor_kept", "samples", "held_out")
 _MEANS = ("base_alignment", "find_alignment", "base_strict", "find_strict", "base_diversity", "find_diversity", "diversity_kept")
 
 
@@ -90,12 +90,15 @@ def results_rows(base: dict, find: dict, *, held_out=(), ceiling: dict | None = 
     for p, f in find.items():
         b, c = base[p], (ceiling or {}).get(p, {})
         kept = aligned_kept(f, c)
+        factor_kept = aligned_kept(f, c, key="aligned_factor_diversity")  # None: a world without factors, or no reference
         rows.append({"prompt": p, "base_alignment": b["alignment"], "find_alignment": f["alignment"],
                      "base_strict": b["strict_alignment"], "find_strict": f["strict_alignment"],
                      "base_diversity": b["diversity"], "find_diversity": f["diversity"],
                      "diversity_kept": f["diversity"] / max(b["diversity"], 1e-9), "find_aligned_count": f.get("aligned_count"),
                      "find_aligned_diversity": f.get("aligned_diversity"), "ceiling_aligned_diversity": c.get("aligned_diversity"),
-                     "aligned_kept": kept, "samples": f["samples"], "held_out": p in held_out})
+                     "aligned_kept": kept, "find_aligned_factor_diversity": f.get("aligned_factor_diversity"),
+                     "ceiling_aligned_factor_diversity": c.get("aligned_factor_diversity"), "aligned_factor_kept": factor_kept,
+                     "samples": f["samples"], "held_out": p in held_out})
     return rows
 
 
@@ -109,22 +112,27 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    factors = any(r.get("aligned_factor_kept") is not None for r in rows)  # a world with factors and a reference
     lines = [header, "", "| prompt | alignment base → FIND | strict base → FIND | diversity base → FIND (kept) | "
-             "aligned diversity kept (aligned images) |", "|---|---|---|---|---|"]
+             "aligned diversity kept (aligned images) |" + (" aligned factor diversity kept |" if factors else ""),
+             "|---|---|---|---|---|" + ("---|" if factors else "")]
     for r in rows:
         name = r["prompt"] + (" *(held out)*" if r.get("held_out") else "")
         lines.append(f"| {name} | {r['base_alignment']:.3f} → {r['find_alignment']:.3f} | {r['base_strict']:.3f} → "
                      f"{r['find_strict']:.3f} | {r['base_diversity']:.2f} → {r['find_diversity']:.2f} ({r['diversity_kept']:.0%}) | "
-                     f"{kept_text(r.get('aligned_kept'), r.get('find_aligned_count'))} ({r.get('find_aligned_count')}) |")
+                     f"{kept_text(r.get('aligned_kept'), r.get('find_aligned_count'))} ({r.get('find_aligned_count')}) |"
+                     + (f" {kept_text(r.get('aligned_factor_kept'), r.get('find_aligned_count'))} |" if factors else ""))
     for label, group in (("mean", [r for r in rows if not r.get("held_out")]), ("mean, held out", [r for r in rows if r.get("held_out")])):
         if not group:
             continue
         mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
-        kept = [r["aligned_kept"] for r in group if r.get("aligned_kept") is not None]  # a failed prompt counts 0
-        akept = f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept and len(kept) == len(group) else "—"
+        def kept_mean(key: str) -> str:  # a failed prompt counts 0; "—" unless every prompt has a reference
+            kept = [r[key] for r in group if r.get(key) is not None]
+            return f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept and len(kept) == len(group) else "—"
+
         lines.append(f"| **{label}** | {mean['base_alignment']:.3f} → **{mean['find_alignment']:.3f}** | {mean['base_strict']:.3f} → "
                      f"{mean['find_strict']:.3f} | {mean['base_diversity']:.2f} → {mean['find_diversity']:.2f} ({mean['diversity_kept']:.0%}) | "
-                     f"{akept} |")
+                     f"{kept_mean('aligned_kept')} |" + (f" {kept_mean('aligned_factor_kept')} |" if factors else ""))
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 

@@ -192,7 +192,7 @@ def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligne
 
     Renders chunks until ``min_aligned`` aligned images (at most ``max_samples``) and measures at most 256 of them.
     Returns ``{prompt: {"aligned_diversity", "aligned_diversity_ci", "aligned_count", "samples"}}`` (None where fewer
-    than ``MIN_ALIGNED`` were found)."""
+    than ``MIN_ALIGNED`` were found), plus ``aligned_factor_diversity`` and its interval for a world with factors."""
     gen = torch.Generator().manual_seed(seed)
     world = world_for(None, world)
     out = {}
@@ -205,6 +205,9 @@ def aligned_ceiling(sampler: DiffusionSampler, prompts: list[str], *, min_aligne
             n += chunk
         ok = np.concatenate(kept)
         out[p] = {**aligned_entry(ok[:256]), "aligned_count": int(len(ok)), "samples": n}
+        factors = world.factors(ok[:256], [p] * len(ok[:256])) if len(ok) else None
+        if factors is not None:
+            out[p] |= aligned_factor_entry(factors)
     return out
 
 
