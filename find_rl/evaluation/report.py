@@ -126,6 +126,7 @@ def write_results(rows: list[dict], out: Path, *, header: str = "") -> tuple[Pat
         if not group:
             continue
         mean = {k: float(np.mean([r[k] for r in group])) for k in _MEANS}
+
         def kept_mean(key: str) -> str:  # a failed prompt counts 0; "—" unless every prompt has a reference
             kept = [r[key] for r in group if r.get(key) is not None]
             return f"{_pct(float(np.mean(kept)))} (min {_pct(min(kept))})" if kept and len(kept) == len(group) else "—"

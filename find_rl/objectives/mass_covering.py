@@ -43,8 +43,10 @@ OBJECTIVES = ("ppo", "log-variance", "iw-mle")
 def annealed_beta(beta: float, beta_final: float | None, iteration: int, iterations: int) -> float:
     """The target temperature at 0-based ``iteration`` of ``iterations``: geometric from ``beta`` (first) to
     ``beta_final`` (last, and after), or ``beta`` throughout when ``beta_final`` is None."""
-    if beta_final is None or iterations <= 1:
-        return float(beta if beta_final is None else (beta if iteration <= 0 else beta_final))
+    if beta_final is None:
+        return float(beta)
+    if iterations <= 1:
+        return float(beta if iteration <= 0 else beta_final)
     t = min(max(iteration, 0), iterations - 1) / (iterations - 1)
     return float(beta * (beta_final / beta) ** t)
 
