@@ -4,7 +4,8 @@ Spaces (documented contract):
 
 - **observation**: ``Box(-inf, inf, (P + E,), float32)``: a one-hot of the prompt's index in the env's prompt
   list (first ``P`` entries) followed by the frozen text encoder's pooled embedding of the prompt (``E``
-  entries: the shapes encoder's embedding, or a CLIP text encoder's ``pooler_output``; none for pipelines without
+  entries: the shapes encoder's embedding, a CLIP text encoder's ``pooler_output``, or a T5 encoder's mean token
+  state (``find_rl.core.observation.encode_text``); none for pipelines without
   a text encoder). Per-prompt policies read the one-hot;
   prompt-conditioned policies read the embedding.
 - **action**: ``Box(-inf, inf, (D,), float32)``, the initial noise flattened (``D = prod(latent_shape)``, e.g.

@@ -10,8 +10,10 @@ The text features (``--text-features``, :data:`TEXT_FEATURES`) are the frozen en
 (:class:`find_rl.policies.amortized.TokenReader`), as a cross-attending denoiser reads them.
 
 The text encoding (:func:`encode_text`) is the pipeline's own: the shapes world's encoder (one vector per prompt, which
-its denoiser takes as ``class_labels``), or a transformers CLIP text encoder (SD, SDXL, ModelScope), whose pooled output
-goes into the observation and whose last hidden states condition the denoiser (DDPO's denoiser call).
+its denoiser takes as ``class_labels``), or a transformers text encoder whose last hidden states condition the denoiser
+(DDPO's denoiser call): CLIP (SD, SDXL, ModelScope, the first scenes model), whose pooled output goes into the
+observation, or T5 (the scenes model; Imagen, PixArt, SD3), bidirectional, read with its padding masked out and
+pooled by the mean of its real tokens' states (it has no pooled output).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class ObservationLayout:
         return torch.cat([onehot, emb], dim=1)
 
 
+#: transformers ``model_type`` of the bidirectional (T5-family) text encoders
+T5_TYPES = ("t5", "mt5", "umt5")
+
+
 @dataclass
 class TextEncoding:
     pooled: torch.Tensor  # (P, E): one vector per prompt (empty E for pipelines without a text encoder)
@@ -61,13 +67,18 @@ def encode_text(pipeline, prompts: list[str]) -> TextEncoding:
     tokenizer = getattr(pipeline, "tokenizer", None)
     if enc is not None and hasattr(enc, "encode"):  # the shapes world's encoder
         return TextEncoding(pooled=enc.encode(prompts).float(), hidden=None)
-    if enc is not None and tokenizer is not None:  # transformers CLIP text encoders
+    if enc is not None and tokenizer is not None:  # transformers text encoders (CLIP, T5)
         tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt")
-        out = enc(tok.input_ids.to(enc.device))
         mask = tok.get("attention_mask")
-        mask = torch.ones(tok.input_ids.shape) if mask is None else mask.float()
-        return TextEncoding(pooled=out.pooler_output.float(), hidden=out.last_hidden_state, mask=mask.to(enc.device))
+        mask = (torch.ones(tok.input_ids.shape) if mask is None else mask.float()).to(enc.device)
+        if getattr(enc.config, "model_type", "") in T5_TYPES:
+            out = enc(tok.input_ids.to(enc.device), attention_mask=mask.long())
+            pooled = (out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        else:
+            out = enc(tok.input_ids.to(enc.device))
+            pooled = out.pooler_output
+        return TextEncoding(pooled=pooled.float(), hidden=out.last_hidden_state, mask=mask)
     return TextEncoding(pooled=torch.zeros(len(prompts), 0), hidden=None)
 
 
