@@ -96,6 +96,7 @@ def evaluate(pipe, prompts: list[str] | None = None, *, samples: int = DEFAULT_S
     defaults = inspect.signature(pipe.__call__).parameters
     return {
         "sampler": {"scheduler": "ddim", "eta": 0.0,
+                    "timestep_spacing": pipe.scheduler.config.get("timestep_spacing", "leading"),
                     "num_inference_steps": num_inference_steps or defaults["num_inference_steps"].default,
                     "guidance_scale": guidance_scale or defaults["guidance_scale"].default},
         "noise": "N(0, I)", "seed": seed, "samples": samples, "n_prompts": len(prompts),
@@ -129,14 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the pipeline's)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
+    ap.add_argument("--timestep-spacing", choices=("leading", "trailing", "linspace"), default=None,
+                    help="the DDIM sampler's timestep spacing (default: the model's scheduler config)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    from diffusers import DDIMScheduler
+
     from find_rl.worlds.scenes.pipeline import ScenesPipeline
 
     pipe = ScenesPipeline.from_pretrained(a.model)
     pipe.set_progress_bar_config(disable=True)
+    if a.timestep_spacing:
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing=a.timestep_spacing)
     r = evaluate(pipe, samples=a.samples, seed=a.seed, num_inference_steps=a.steps, guidance_scale=a.guidance)
     print(markdown_table(r))
     print(f"{r['images_per_second']:.1f} images/s ({a.threads} threads)")

@@ -37,6 +37,7 @@ from diffusers import DDIMScheduler
 from find_rl.worlds.scenes.pipeline import ScenesModelConfig, ScenesPipeline, build_pipeline, num_parameters
 from find_rl.worlds.scenes.geometry import SIZES
 from find_rl.worlds.scenes.render import sample_training_batch
+from find_rl.worlds.scenes.grammar import CATEGORIES
 from find_rl.worlds.scenes.splits import Knobs
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """The training recipe; every default declared once here."""
 
-    steps: int = 2300
+    steps: int = 3800
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 100
@@ -61,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 100
     #: Sprite sides of the training data (``splits.Knobs.sizes``); the world's scorer accepts every side of ``SIZES``.
-    sizes: tuple[int, ...] = SIZES
+    sizes: tuple[int, ...] = (11,)
 
 
 def lr_factor(step: int, c: TrainConfig) -> float:
@@ -151,6 +152,16 @@ def write_model_card(out: Path, *, command: str, train: TrainConfig, model: Scen
     s = baseline["sampler"]
     pooled = (", plus an attention-pooled text summary added to the time embedding (`addition_embed_type='text'`)"
               if model.pooled_text else "")
+    encoder = ("`T5EncoderModel` (bidirectional, as the T5 encoders of Imagen, PixArt and SD3: the first object's\n  "
+               "tokens see the relation after them), gated-GELU feed-forward of " + str(model.text_intermediate)
+               if model.text_encoder == "t5" else "`CLIPTextModel` (causal, as SD 1.5's)")
+    coords = (f", with {model.coord_channels} fixed coordinate channels (x, y) appended to its input (CoordConv)"
+              if model.coord_channels else "")
+    spacing = (" (the first sampling step is at pure noise, t = 999)" if model.timestep_spacing == "trailing" else "")
+    k = Knobs()
+    knobs = (f"`splits.Knobs()`: rare colours x{k.rare_colour}, rare sides x{k.rare_side}, three objects x{k.rare_count}, "
+             f"a cross alone x{k.rare_single}, rare shape pairs x{k.rare_pair}, floor {k.floor}; category mix "
+             + ", ".join(f"{c} {m}" for c, m in zip(CATEGORIES, k.category_mix)))
     sizes_note = ("" if tuple(train.sizes) == SIZES else
                   f" (of the world's {', '.join(map(str, SIZES))}: one sprite per shape to learn; the scorer accepts every side)")
     card = f"""# find_rl scenes model
@@ -163,19 +174,19 @@ with `ScenesPipeline.from_pretrained(folder)` (`find_rl.worlds.scenes.pipeline`)
 
 - `tokenizer`: word-level `PreTrainedTokenizerFast` (`AutoTokenizer` loads it), `[BOS] words [EOS]` padded to
   {model.max_length} tokens; an unknown word is `[UNK]` (the pipeline rejects it first through `grammar.parse_prompt`).
-- `text_encoder`: `CLIPTextModel`, {model.text_layers} layers, width {model.text_hidden}, {model.text_heads} heads
+- `text_encoder`: {encoder}, {model.text_layers} layers, width {model.text_hidden}, {model.text_heads} heads
   ({n['text_encoder']:,} parameters), trained jointly with the UNet.
 - `unet`: `UNet2DConditionModel` ({n['unet']:,} parameters), blocks {list(model.down_block_types)}, widths
   {list(model.block_out_channels)}, cross-attention on the encoder's `last_hidden_state`{pooled}.
-  It sees the 3x32x32 image as {model.patch_size}x{model.patch_size} patches (`pixel_unshuffle`, lossless) and predicts x0.
-- `scheduler`: `DDIMScheduler`, {model.beta_schedule}, {model.num_train_timesteps} training steps, `prediction_type="sample"`.
+  It sees the 3x32x32 image as {model.patch_size}x{model.patch_size} patches (`pixel_unshuffle`, lossless){coords} and predicts x0.
+- `scheduler`: `DDIMScheduler`, {model.beta_schedule}, {model.num_train_timesteps} training steps, `prediction_type="sample"`,
+  `timestep_spacing="{model.timestep_spacing}"`{spacing}.
 - No VAE: the initial noise is the image-shaped `(3, 32, 32)` tensor the DDIM loop starts from (`latents=`).
 
 ## Data
 
 `render.sample_training_batch` drawn on the fly: {train.steps * train.batch_size:,} images ({train.steps} batches of
-{train.batch_size}), sprite sides {', '.join(map(str, train.sizes))} px{sizes_note}, prompts by the world's frequency knobs (`splits.Knobs()`: rare colours x0.1, rare sides x0.1,
-three objects x0.2, ...), never a held-out composition (unseen pairs, unseen relations, swapped pairs).
+{train.batch_size}), sprite sides {', '.join(map(str, train.sizes))} px{sizes_note}, prompts by the world's frequency knobs ({knobs}), never a held-out composition (unseen pairs, unseen relations, swapped pairs).
 
 ## Training
 
@@ -214,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of timesteps drawn from the DDIM sampler's own (the rest uniform)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes),
                    help=f"sprite sides of the training data, a subset of {list(SIZES)}")
+    p.add_argument("--text-encoder", choices=("t5", "clip"), default=ScenesModelConfig.text_encoder,
+                   help="T5EncoderModel (bidirectional, the default) or CLIPTextModel (causal, as SD 1.5's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the weights depend on it)")
     p.add_argument("--eval-samples", type=int, default=16, help="noise draws per prompt for baseline.json (0: skip)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (e.g. the shipped model)")
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(steps=args.steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                       focus_fraction=args.focus_fraction, sizes=tuple(args.sizes))
-    model = ScenesModelConfig()
+    model = ScenesModelConfig(text_encoder=args.text_encoder)
     pipe, record = train(cfg, model)
     if args.out.exists():
         for f in sorted(args.out.rglob("*"), reverse=True):
