@@ -84,7 +84,7 @@ def test_train_and_evaluate_run_on_the_scenes_world(ray_local, tmp_path, capsys)
     from find_rl import evaluate, train
 
     out = tmp_path / "run"
-    assert train.main(["--world", "scenes", "--out", str(out), "--prompts", "two green triangles", "a blue circle",
+    assert train.main(["--world", "scenes", "--out", str(out), "--prompts", "two cyan triangles", "a cyan triangle",
                        "--iterations", "2", "--samples-per-prompt", "4", "--eval-samples", "8"]) == 0
     meta = json.loads((out / "noise_policy.json").read_text())
     assert meta["model"] == "scenes" and meta["latent_shape"] == [3, 32, 32]
@@ -93,6 +93,6 @@ def test_train_and_evaluate_run_on_the_scenes_world(ray_local, tmp_path, capsys)
     capsys.readouterr()
     assert evaluate.main(["--policy", str(out), "--samples", "4", "--json", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())["prompts"]
-    assert res["two green triangles"]["category"] == "counting" and res["a blue circle"]["category"] == "colors"
+    assert res["two cyan triangles"]["category"] == "counting" and res["a cyan triangle"]["category"] == "colors"
     assert {r["split"] for r in res.values()} <= {"common", "rare", "policy"}
     assert all(r.get("aligned_factor_diversity", "absent") != "absent" for r in res.values())
