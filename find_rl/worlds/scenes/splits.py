@@ -68,7 +68,8 @@ RARE_SINGLE_SHAPES = frozenset({_S["cross"]})
 class Knobs:
     """Frequencies of the training data (see the module docstring); the defaults are the world's."""
 
-    #: (Steeper since the second frozen model: at x0.1 / x0.2 it drew rare prompts nearly as well as common ones.)
+    #: (Steeper since the second frozen model: at the first knobs, x0.1 / x0.2 and floor 0.02, a model that learned
+    #: the world drew rare prompts nearly as well as common ones.)
     rare_colour: float = 0.01
     rare_side: float = 0.03
     rare_count: float = 0.05
