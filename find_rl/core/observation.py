@@ -53,6 +53,12 @@ class ObservationLayout:
 T5_TYPES = ("t5", "mt5", "umt5")
 
 
+def reads_padding_mask(encoder) -> bool:
+    """Whether a transformers text encoder is bidirectional (T5) and so takes the padding's attention mask; a causal
+    CLIP encoder's real tokens never see the padding after them."""
+    return getattr(getattr(encoder, "config", None), "model_type", "") in T5_TYPES
+
+
 @dataclass
 class TextEncoding:
     pooled: torch.Tensor  # (P, E): one vector per prompt (empty E for pipelines without a text encoder)
@@ -72,7 +78,7 @@ def encode_text(pipeline, prompts: list[str]) -> TextEncoding:
                         return_tensors="pt")
         mask = tok.get("attention_mask")
         mask = (torch.ones(tok.input_ids.shape) if mask is None else mask.float()).to(enc.device)
-        if getattr(enc.config, "model_type", "") in T5_TYPES:
+        if reads_padding_mask(enc):
             out = enc(tok.input_ids.to(enc.device), attention_mask=mask.long())
             pooled = (out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         else:

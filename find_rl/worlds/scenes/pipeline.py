@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
+from find_rl.core.observation import reads_padding_mask
 from find_rl.diffusion.pixel_loop import denoise_to_images
 from find_rl.worlds.scenes.geometry import IMAGE_SIZE, SHAPES
 from find_rl.worlds.scenes.grammar import _COUNTS, _VOCABULARY, COLOURS, PLURALS, parse_prompt
@@ -131,7 +132,7 @@ class ScenesPipeline(DiffusionPipeline):
 
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.to(self.text_encoder.device)
-        if isinstance(self.text_encoder, T5EncoderModel):  # bidirectional: padding masked out, as T5's own
+        if reads_padding_mask(self.text_encoder):  # bidirectional (T5): padding masked out, as T5's own
             return self.text_encoder(ids, attention_mask=(ids != self.tokenizer.pad_token_id).long()).last_hidden_state
         return self.text_encoder(ids).last_hidden_state
 
