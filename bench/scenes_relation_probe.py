@@ -20,12 +20,11 @@ import torch
 
 from find_rl.worlds.scenes import scorer
 from find_rl.worlds.scenes.baseline import render
-from find_rl.worlds.scenes.grammar import COLOURS, all_prompts, parse_prompt
+from find_rl.worlds.scenes.grammar import COLOUR_PATTERNS, COLOURS, all_prompts, parse_prompt
 from find_rl.worlds.scenes.pipeline import ScenesPipeline
 from find_rl.worlds.scenes.splits import split_of
 
-PATTERN = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "yellow": (1, 1, 0), "cyan": (0, 1, 1),
-           "magenta": (1, 0, 1)}
+PATTERN = dict(zip(COLOURS, COLOUR_PATTERNS))  # the world's own channel patterns, by colour name
 RELATIONS = ("left of", "right of", "above", "below")
 
 
