@@ -75,6 +75,16 @@ def test_t5_text_features_pool_the_real_tokens(tiny):
     assert text_features(tiny, ["a red circle"], "tokens").shape == (1, TINY.max_length * (TINY.text_hidden + 1))
 
 
+def test_text_features_read_what_the_denoiser_reads(tiny):
+    """A policy's text features come from the canonical text the pipeline encodes, not the raw prompt."""
+    from find_rl.core.observation import encode_text
+
+    raw, canonical = encode_text(tiny, ["a photo of a Red circle.", "a red circle"]).hidden
+    torch.testing.assert_close(raw, canonical)
+    with torch.no_grad():
+        torch.testing.assert_close(canonical, tiny.encode_prompt(["a red circle"])[0])
+
+
 def test_save_and_load_give_identical_images(tiny, tmp_path):
     tiny.save_pretrained(tmp_path)
     assert {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in tmp_path.iterdir()}

@@ -13,7 +13,9 @@ The text encoding (:func:`encode_text`) is the pipeline's own: the shapes world'
 its denoiser takes as ``class_labels``), or a transformers text encoder whose last hidden states condition the denoiser
 (DDPO's denoiser call): CLIP (SD, SDXL, ModelScope, the first scenes model), whose pooled output goes into the
 observation, or T5 (the scenes model; Imagen, PixArt, SD3), bidirectional, read with its padding masked out and
-pooled by the mean of its real tokens' states (it has no pooled output).
+pooled by the mean of its real tokens' states (it has no pooled output). A pipeline that prepares its own prompt
+text (``pipeline.tokenize(prompts) -> ids``: the scenes model tokenizes the canonical text, "a photo of a Red circle"
+as "a red circle") is read through it, so a policy sees what the denoiser reads.
 """
 
 from __future__ import annotations
@@ -74,15 +76,20 @@ def encode_text(pipeline, prompts: list[str]) -> TextEncoding:
     if enc is not None and hasattr(enc, "encode"):  # the shapes world's encoder
         return TextEncoding(pooled=enc.encode(prompts).float(), hidden=None)
     if enc is not None and tokenizer is not None:  # transformers text encoders (CLIP, T5)
-        tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt")
-        mask = tok.get("attention_mask")
-        mask = (torch.ones(tok.input_ids.shape) if mask is None else mask.float()).to(enc.device)
+        if hasattr(pipeline, "tokenize"):  # a pipeline that prepares its own prompt text (the scenes model's canonical text)
+            ids = pipeline.tokenize(prompts)
+            mask = (ids != tokenizer.pad_token_id).float()
+        else:
+            tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt")
+            ids, mask = tok.input_ids, tok.get("attention_mask")
+            mask = torch.ones(ids.shape) if mask is None else mask.float()
+        mask = mask.to(enc.device)
         if reads_padding_mask(enc):
-            out = enc(tok.input_ids.to(enc.device), attention_mask=mask.long())
+            out = enc(ids.to(enc.device), attention_mask=mask.long())
             pooled = (out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         else:
-            out = enc(tok.input_ids.to(enc.device))
+            out = enc(ids.to(enc.device))
             pooled = out.pooler_output
         return TextEncoding(pooled=pooled.float(), hidden=out.last_hidden_state, mask=mask)
     return TextEncoding(pooled=torch.zeros(len(prompts), 0), hidden=None)
