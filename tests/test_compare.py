@@ -262,3 +262,41 @@ def test_results_md_shows_the_factor_diversity_kept_only_where_the_reference_has
     assert md[-1].endswith("| 25% (min 0%) | 12% (min 0%) |")
     plain = results_rows(base, find, ceiling={p: {"aligned_diversity": 8.0} for p in ("a", "b")})  # no factors: no column
     assert "factor" not in write_results(plain, tmp_path)[1].read_text()
+
+
+def test_the_report_of_the_scenes_world_names_its_scorer_and_reference_and_adds_factor_diversity(tmp_path):
+    """A comparison on scenes reads the world's own scorer and reference, and reports the factor diversity kept (the
+    objects' positions and sizes) beside the pixel figure; a prompt with too few aligned images counts 0 on both."""
+    from find_rl.compare.report import format_report
+    from find_rl.compare.settings import CompareSettings
+
+    ref = {"a": {"aligned_diversity": 10.0, "aligned_factor_diversity": 4.0},
+           "b": {"aligned_diversity": 10.0, "aligned_factor_diversity": 2.0}}
+    runs = {m: [_run({"a": 0.5, "b": 0.5}, 1, 1) for _ in range(2)] for m in ("base", "cem")}
+    for r in runs["base"]:
+        for p in ("a", "b"):
+            r["per_prompt"][p] |= {"aligned_diversity": 10.0, "aligned_factor_diversity": ref[p]["aligned_factor_diversity"],
+                                   "aligned_count": 40}
+    for r in runs["cem"]:
+        r["per_prompt"]["a"] |= {"aligned_diversity": 5.0, "aligned_factor_diversity": 1.0, "aligned_count": 40}
+        r["per_prompt"]["b"] |= {"aligned_diversity": 5.0, "aligned_factor_diversity": 1.0, "aligned_count": 3}  # < MIN_ALIGNED
+    results, summary = aggregate(runs, ["a", "b"], ref)
+    assert results["cem"]["a"]["aligned_factor_kept"] == pytest.approx(0.25) and results["cem"]["b"]["aligned_factor_kept"] == 0.0
+    assert summary["cem"]["aligned_factor_kept"]["mean"] == pytest.approx(0.125)
+    assert summary["cem"]["aligned_factor_kept_min_prompt"] == 0.0 and summary["base"]["aligned_factor_kept"]["mean"] == 1.0
+    _, shapes_summary = aggregate(runs, ["a", "b"], {p: {"aligned_diversity": 10.0} for p in ("a", "b")})
+    assert "aligned_factor_kept" not in shapes_summary["cem"]  # a reference without factors: no factor figure
+
+    report = format_report(CompareSettings(methods=["base", "cem"], out=tmp_path, world="scenes", prompts=["a", "b"],
+                                           seeds=[0, 1]), results, summary, {})
+    assert report.startswith("# FIND vs baselines on the scenes world")
+    assert "the scenes world's exact scorer: GenEval's rules, template IoU >= 0.8, strict 0.9" in report
+    assert "`find_rl/worlds/scenes/model/aligned_ceiling.json`" in report and "shapes" not in report
+    header = next(line for line in report.splitlines() if line.startswith("| method | alignment"))
+    assert "aligned factor diversity kept (worst prompt)" in header
+    cem = next(line for line in report.splitlines() if line.startswith("| cem |"))
+    assert cem.count("|") == header.count("|") and "12% ± " in cem and "(0%)" in cem
+    shapes = format_report(CompareSettings(methods=["base", "cem"], out=tmp_path, prompts=["a", "b"], seeds=[0, 1]),
+                           results, shapes_summary, {})
+    assert "on the shapes world" in shapes and "the detector: IoU >= 0.7, strict 0.8" in shapes
+    assert "factor" not in shapes

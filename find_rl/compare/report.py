@@ -11,6 +11,7 @@ import torch
 
 from find_rl.compare.settings import CompareSettings
 from find_rl.evaluation.diversity import MIN_ALIGNED
+from find_rl.evaluation.scoring import CEILING_FILE
 from find_rl.compare.stats import aggregate, criteria, frontier
 
 
@@ -125,34 +126,41 @@ def _machine(device: str) -> str:
 
 
 def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict, fresh: dict | None = None) -> str:
+    from find_rl.worlds import get_world
+
     def pm(d: dict, fmt: str = ".3f") -> str:
         return f"{d['mean']:{fmt}} ± {d['ci95']:{fmt}}"
 
+    world = get_world(cs.world)
+    factors = any("aligned_factor_kept" in s for s in summary.values())
     lines = [
-        "# FIND vs baselines on the shapes world",
+        f"# FIND vs baselines on the {cs.world} world",
         "",
         f"Prompts: {', '.join(cs.prompts)}. Seeds: {', '.join(map(str, cs.seeds))}; every number is the mean over seeds ± the "
         f"half-width of its 95% t-interval. Scored on {cs.samples} fresh samples per prompt and seed (the same noise for every "
-        "method of a seed) by the detector (IoU ≥ 0.7) and its strict setting (IoU ≥ 0.8); diversity = mean pairwise L2 "
+        f"method of a seed) by {world.scorer_text()}; diversity = mean pairwise L2 "
         "distance between a prompt's images, kept = relative to the frozen model's.",
         f"Budget: {cs.iterations} iterations x {cs.samples_per_prompt} samples = {cs.iterations * cs.samples_per_prompt} reward "
         "evaluations per prompt for every trained method; best-of-N spends N per delivered image. Wall and CPU seconds are the "
         f"training (or, for best-of-N, generation) time of one seed on this machine ({_machine(cs.device)}).",
         "",
         "Aligned diversity kept = mean pairwise distance among a method's *aligned* images relative to the frozen model's own "
-        "aligned images under the same sampler settings (rejection sampling, `find_rl/worlds/shapes/model/aligned_ceiling.json`; "
+        f"aligned images under the same sampler settings (rejection sampling, `{_shown(world.model_dir / CEILING_FILE)}`; "
         f"\"-\" for a row rendered with other settings); a prompt with fewer than {MIN_ALIGNED} aligned images counts 0, so "
-        "failing a prompt never looks diverse.",
+        "failing a prompt never looks diverse."
+        + (" Aligned factor diversity kept = the same on the objects' positions and sizes (the world's factors)." if factors else ""),
         "",
-        "| method | alignment | strict | diversity kept | aligned diversity kept (worst prompt) | reward evals / prompt | "
-        "evals per image | wall s | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | alignment | strict | diversity kept | aligned diversity kept (worst prompt) | "
+        + ("aligned factor diversity kept (worst prompt) | " if factors else "")
+        + "reward evals / prompt | evals per image | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if factors else ""),
     ]
     for m, s in summary.items():
         kept = pm(s["diversity_kept"], ".0%") if "diversity_kept" in s else "-"
-        akept = f"{pm(s['aligned_kept'], '.0%')} ({s['aligned_kept_min_prompt']:.0%})" if "aligned_kept" in s else "-"
-        lines.append(f"| {m} | {pm(s['alignment'])} | {pm(s['strict_alignment'])} | {kept} | {akept} | {s['reward_evals']} | "
-                     f"{s['evals_per_image']} | {pm(s['wall_s'], '.0f')} | {pm(s['cpu_s'], '.0f')} |")
+        cells = [f"{pm(s[k], '.0%')} ({s[f'{k}_min_prompt']:.0%})" if k in s else "-"
+                 for k in ("aligned_kept", "aligned_factor_kept")[:1 + factors]]
+        lines.append(f"| {m} | {pm(s['alignment'])} | {pm(s['strict_alignment'])} | {kept} | {' | '.join(cells)} | "
+                     f"{s['reward_evals']} | {s['evals_per_image']} | {pm(s['wall_s'], '.0f')} | {pm(s['cpu_s'], '.0f')} |")
     front = frontier(summary)
     if front:
         lines += ["", f"On the alignment / aligned-diversity frontier (`frontier.png`): {', '.join(front)}."]
@@ -203,6 +211,12 @@ def fresh_table(cs: CompareSettings, fresh: dict[str, list[list[dict]]]) -> list
                          if len(rows) == len(seeds) else "—")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _shown(path: Path) -> str:
+    """A shipped file's path as the report shows it: relative to the checkout (``find_rl/worlds/...``) where it lies in one."""
+    root = Path(__file__).resolve().parents[2]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _fmt(v) -> str:

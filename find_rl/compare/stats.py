@@ -10,6 +10,11 @@ import numpy as np
 from find_rl.evaluation.diversity import aligned_kept, same_sampler
 
 
+#: (the rows' key, the results' and summary's name) of each aligned diversity kept against the reference: on pixels,
+#: and on the world's factors (positions, sizes) where the reference has them (the scenes world)
+KEPT = (("aligned_diversity", "aligned_kept"), ("aligned_factor_diversity", "aligned_factor_kept"))
+
+
 def t95(n: int) -> float:
     """Two-sided 95% Student-t quantile for n - 1 degrees of freedom."""
     table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -48,9 +53,10 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | N
                       "alignment_ci95": mean_ci([r["alignment"] for r in rows])[1], "seeds": len(rows)}
             if base:
                 entry["diversity_kept"] = entry["diversity"] / max(np.mean([b["per_prompt"][p]["diversity"] for b in base]), 1e-9)
-            kept = [aligned_kept(r, _reference(r, ceiling, p, reference_sampler)) for r in rows]
-            if all(k is not None for k in kept):
-                entry |= {"aligned_count": float(np.mean([r["aligned_count"] for r in rows])), "aligned_kept": float(np.mean(kept))}
+            for key, name in KEPT:
+                kept = [aligned_kept(r, _reference(r, ceiling, p, reference_sampler), key=key) for r in rows]
+                if all(k is not None for k in kept):
+                    entry |= {"aligned_count": float(np.mean([r["aligned_count"] for r in rows])), name: float(np.mean(kept))}
             results[method][p] = entry
         per_seed = {k: [np.mean([s["per_prompt"][p][k] for p in prompts]) for s in seeds]
                     for k in ("alignment", "strict_alignment", "diversity")}
@@ -59,11 +65,12 @@ def aggregate(runs: dict[str, list[dict]], prompts: list[str], ceiling: dict | N
             kept = [np.mean([s["per_prompt"][p]["diversity"] / np.mean([b["per_prompt"][p]["diversity"] for b in base]) for p in prompts])
                     for s in seeds]
             summ["diversity_kept"] = dict(zip(("mean", "ci95"), mean_ci(kept)))
-        if all("aligned_kept" in results[method][p] for p in prompts):
-            per = [[aligned_kept(s["per_prompt"][p], _reference(s["per_prompt"][p], ceiling, p, reference_sampler))
-                    for p in prompts] for s in seeds]
-            summ["aligned_kept"] = dict(zip(("mean", "ci95"), mean_ci([np.mean(v) for v in per])))
-            summ["aligned_kept_min_prompt"] = float(min(np.mean([v[i] for v in per]) for i in range(len(prompts))))
+        for key, name in KEPT:
+            if all(name in results[method][p] for p in prompts):
+                per = [[aligned_kept(s["per_prompt"][p], _reference(s["per_prompt"][p], ceiling, p, reference_sampler), key=key)
+                        for p in prompts] for s in seeds]
+                summ[name] = dict(zip(("mean", "ci95"), mean_ci([np.mean(v) for v in per])))
+                summ[f"{name}_min_prompt"] = float(min(np.mean([v[i] for v in per]) for i in range(len(prompts))))
         for group, keep in (("trained", False), ("held_out", True)):
             ps = [p for p in prompts if results[method][p]["held_out"] == keep]
             if ps and any(results[method][p]["held_out"] for p in prompts):

@@ -65,7 +65,7 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
     header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
-              + ("(detector IoU >= 0.7; strict 0.8)" if world.name == "shapes" else f"(the {world.name} world's exact scorer)"))
+              + f"({world.scorer_text()})")
     write_results(rows, run_dir, header=header)
     return rows
 

@@ -70,6 +70,10 @@ class World:
         ``aligned`` and ``score`` the strict ones. Worlds may add per-image results (bool or float arrays)."""
         raise NotImplementedError
 
+    def scorer_text(self) -> str:
+        """How reports name the scorer and its thresholds, e.g. "the detector: IoU >= 0.7, strict 0.8"."""
+        return f"the {self.name} world's exact scorer"
+
     def factors(self, images: np.ndarray, prompts: list[str]) -> np.ndarray | None:
         """Per-image factors ``(N, K)`` diversity is measured on (positions, sizes; NaN where undefined), or None when
         the world measures diversity on pixels only."""

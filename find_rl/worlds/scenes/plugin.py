@@ -28,6 +28,11 @@ class ScenesWorld(World):
     def prompts(self) -> list[str]:
         return all_prompts()
 
+    def scorer_text(self) -> str:
+        from find_rl.worlds.scenes.detect import DEFAULT_IOU, STRICT_IOU
+
+        return f"the scenes world's exact scorer: GenEval's rules, template IoU >= {DEFAULT_IOU}, strict {STRICT_IOU}"
+
     def check_prompt(self, prompt: str) -> None:
         parse_prompt(prompt)
 

@@ -17,6 +17,11 @@ class ShapesWorld(World):
 
     pipeline_classes = {"ShapesPipeline": "find_rl.worlds.shapes.pipeline:ShapesPipeline"}
 
+    def scorer_text(self) -> str:
+        from find_rl.worlds.shapes.detector import DEFAULT_IOU, STRICT_IOU
+
+        return f"the detector: IoU >= {DEFAULT_IOU}, strict {STRICT_IOU}"
+
     def prompts(self) -> list[str]:
         return all_prompts()
 
