@@ -16,6 +16,7 @@ and the JSON line it appends to ``--log``.
     python bench/scenes_recipe_probe.py --steps 1000 --lr 0.004
     python bench/scenes_recipe_probe.py --steps 1000 --focus-fraction 0.8
     python bench/scenes_recipe_probe.py --image-size 24 --sizes 9 --steps 1390        # 24 px, the same ~400 s
+    python bench/scenes_recipe_probe.py --patch-size 4 --widths 64 64 64 --steps 2250  # 4x4 patches, the same ~400 s
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[11], help="sprite sides of the training data")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=None, help="default: train_model's")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: train_model's")
     ap.add_argument("--focus-fraction", type=float, default=None, help="default: train_model's")
     ap.add_argument("--text-width", type=int, default=None, help="the T5 encoder's width (default: the model's, 64)")
     ap.add_argument("--text-layers", type=int, default=None, help="the T5 encoder's layers (default: the model's, 2)")
+    ap.add_argument("--patch-size", type=int, default=None, help="the UNet's patch side (default: the model's, 2)")
+    ap.add_argument("--widths", type=int, nargs="+", default=None,
+                    help="the UNet's block widths, one per resolution (default: the model's, 32 64 64)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--samples", type=int, default=16)
@@ -63,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    recipe = {k: v for k, v in (("lr", args.lr), ("focus_fraction", args.focus_fraction)) if v is not None}
+    recipe = {k: v for k, v in (("lr", args.lr), ("focus_fraction", args.focus_fraction), ("batch_size", args.batch_size))
+              if v is not None}
     model = {k: v for k, v in (("text_hidden", args.text_width), ("text_layers", args.text_layers)) if v is not None}
+    model |= {k: v for k, v in (("patch_size", args.patch_size),
+                                ("block_out_channels", tuple(args.widths) if args.widths else None)) if v is not None}
     if "text_hidden" in model:
         model["text_intermediate"] = 2 * model["text_hidden"]
     pipe, record = train(TrainConfig(steps=args.steps, seed=args.seed, sizes=tuple(args.sizes), log_every=250, **recipe),
