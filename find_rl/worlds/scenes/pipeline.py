@@ -147,6 +147,8 @@ class ScenesPipeline(DiffusionPipeline):
         *,
         num_inference_steps: int = ScenesModelConfig.num_inference_steps,
         guidance_scale: float = ScenesModelConfig.guidance_scale,
+        guidance_rescale: float = 0.0,
+        guidance_stop: float = 1.0,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -155,20 +157,20 @@ class ScenesPipeline(DiffusionPipeline):
     ):
         """Render one image per prompt.
 
-        1. Check and encode the prompts (and the null prompt ``""`` when ``guidance_scale > 1``).
+        1. Check and encode the prompts (and the null prompt ``""`` when some step is guided).
         2. Start from ``latents`` (the initial noise, ``(N, 3, 32, 32)``; drawn from N(0, I) with ``generator`` if
            not given).
-        3. Run the DDIM loop; the UNet predicts x0.
+        3. Run the scheduler's loop (DDIM as shipped; any diffusers scheduler set on ``self.scheduler``); the UNet
+           predicts x0. Classifier-free guidance ``guidance_scale`` on the first ``int(guidance_stop * steps)`` steps,
+           rescaled by ``guidance_rescale`` (``find_rl.diffusion.pixel_loop``).
         4. Return images in [-1, 1] as ``(N, 3, H, W)`` float32 (``"np"``/``"pt"``) or PIL images (``"pil"``).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         dtype = self.unet.dtype
         cond = self.encode_prompt(prompts).to(dtype)
-        do_cfg = guidance_scale > 1.0
-        if do_cfg:
-            cond = torch.cat([self.encode_prompt([""] * len(prompts)).to(dtype), cond])
-        return denoise_to_images(self, lambda x, t: self.denoise(x, t, cond), n=len(prompts),
-                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
+        return denoise_to_images(self, self.denoise, cond=cond, null_cond=lambda: self.encode_prompt([""] * len(prompts)).to(dtype),
+                                 n=len(prompts), num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                 guidance_rescale=guidance_rescale, guidance_stop=guidance_stop, eta=eta,
                                  generator=generator, latents=latents, output_type=output_type, return_dict=return_dict)
 
 

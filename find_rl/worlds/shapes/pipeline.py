@@ -34,6 +34,8 @@ class ShapesPipeline(DiffusionPipeline):
         *,
         num_inference_steps: int = 10,
         guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+        guidance_stop: float = 1.0,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
@@ -50,11 +52,10 @@ class ShapesPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         dtype = self.unet.dtype
         cond = self.text_encoder.encode(prompts).to(dtype)
-        do_cfg = guidance_scale > 1.0
-        if do_cfg:
-            cond = torch.cat([self.text_encoder.encode([""] * len(prompts)).to(dtype), cond])
-        return denoise_to_images(self, lambda x, t: self.unet(x, t, class_labels=cond).sample, n=len(prompts),
-                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, eta=eta,
+        return denoise_to_images(self, lambda x, t, c: self.unet(x, t, class_labels=c).sample, cond=cond,
+                                 null_cond=lambda: self.text_encoder.encode([""] * len(prompts)).to(dtype), n=len(prompts),
+                                 num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                 guidance_rescale=guidance_rescale, guidance_stop=guidance_stop, eta=eta,
                                  generator=generator, latents=latents, output_type=output_type, return_dict=return_dict)
 
 
