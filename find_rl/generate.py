@@ -70,7 +70,8 @@ def generate(*, policy: str, prompt: str, num_images: int, out: Path, model: str
         settings = dict(pol.sampler)
     if device is not None:
         settings["device"] = device
-    sampler = DiffusionSampler.from_pretrained(model or (pol.model if pol else world or "shapes"), SamplerSettings(**settings))
+    sampler = DiffusionSampler.from_pretrained(model or (pol.model if pol else world or "shapes"), SamplerSettings.from_saved(settings)
+                                               if pol else SamplerSettings(**settings))
     if pol is not None and tuple(pol.latent_shape) != tuple(sampler.latent_shape):
         raise ValueError(f"policy latent shape {pol.latent_shape} does not fit this model (latent {sampler.latent_shape})")
     noise = pol.sample(prompt, num_images, generator=gen) if pol else torch.randn((num_images, *sampler.latent_shape), generator=gen)

@@ -43,6 +43,68 @@ def test_eta_makes_sampling_stochastic():
     assert not np.array_equal(s.sample(z, ["a red circle"] * 2).images, s.sample(z, ["a red circle"] * 2).images)
 
 
+def test_guidance_on_the_first_steps_only_and_its_rescale():
+    """guidance_stop s guides the first int(s x steps) steps (diffusers' ClassifierFreeGuidance rule): s = 0 renders
+    the unguided image exactly, s = 1 the image guided on every step; the rescale changes a guided image."""
+    from find_rl.diffusion.pixel_loop import guided_steps
+
+    assert [guided_steps(15, 3.0, 0.3), guided_steps(10, 3.0, 0.3), guided_steps(20, 3.0, 0.3)] == [4, 3, 6]
+    assert guided_steps(15, 1.0, 0.3) == 0 and guided_steps(10, 2.0, 1.0) == 10
+    pipe = load_pipeline("shapes")
+    z = torch.randn(6, *pipe.latent_shape, generator=torch.Generator().manual_seed(3))
+    prompts = ["a green circle", "a red square", "a blue triangle"] * 2
+
+    def render(**kw):
+        return pipe(prompts, latents=z, **kw).images
+
+    plain, every = render(), render(guidance_scale=3.0)
+    assert np.array_equal(render(guidance_scale=3.0, guidance_stop=0.0), plain)
+    assert np.array_equal(render(guidance_scale=3.0, guidance_stop=1.0), every)
+    first = render(guidance_scale=3.0, guidance_stop=0.3)
+    assert not np.array_equal(first, plain) and not np.array_equal(first, every)
+    assert not np.array_equal(render(guidance_scale=3.0, guidance_stop=0.3, guidance_rescale=0.7), first)
+    with pytest.raises(ValueError, match=r"guidance_stop must be in \[0, 1\]"):
+        render(guidance_scale=3.0, guidance_stop=2.0)
+
+
+def test_unipc_is_swapped_in_and_deterministic():
+    from diffusers import UniPCMultistepScheduler
+
+    s = DiffusionSampler.from_pretrained("shapes", SamplerSettings(scheduler="unipc"))
+    assert isinstance(s.pipeline.scheduler, UniPCMultistepScheduler)
+    z = torch.randn(3, *s.latent_shape, generator=torch.Generator().manual_seed(1))
+    a = s.sample(z, ["a green circle", "a red square", "a blue triangle"]).images
+    assert np.array_equal(a, s.sample(z, ["a green circle", "a red square", "a blue triangle"]).images)
+    ddim = DiffusionSampler.from_pretrained("shapes").sample(z, ["a green circle", "a red square", "a blue triangle"]).images
+    assert not np.array_equal(a, ddim)
+    with pytest.raises(ValueError, match="UniPCMultistepScheduler is deterministic and takes no eta"):
+        s.pipeline(["a red square"], latents=z[:1], eta=0.5)
+
+
+def test_samplers_sharing_one_pipeline_each_render_with_their_own_scheduler():
+    pipe = load_pipeline("shapes")
+    z = torch.randn(2, *pipe.latent_shape, generator=torch.Generator().manual_seed(2))
+    prompts = ["a green circle", "a red square"]
+    unipc = DiffusionSampler(pipe, SamplerSettings(scheduler="unipc"))
+    alone = unipc.sample(z, prompts).images
+    ddim = DiffusionSampler(pipe, SamplerSettings(scheduler="ddim", eta=1.0), seed=0)  # swaps pipe's scheduler to DDIM
+    ddim.sample(z, prompts)
+    assert np.array_equal(unipc.sample(z, prompts).images, alone)  # UniPC again, not the DDIM left on the pipeline
+
+
+def test_a_pipeline_without_guidance_stop_refuses_it_in_one_line():
+    class Plain:  # a diffusers-style pipeline whose __call__ has no guidance_stop (as StableDiffusionPipeline)
+        scheduler = load_pipeline("shapes").scheduler
+        latent_shape = (3, 16, 16)
+
+        def __call__(self, prompt, latents=None, num_inference_steps=10, guidance_scale=1.0, output_type="np"):
+            raise AssertionError("not reached")
+
+    s = DiffusionSampler(Plain(), SamplerSettings(guidance_scale=3.0, guidance_stop=0.5))
+    with pytest.raises(ValueError, match=r"^--guidance-stop 0.5: Plain takes no guidance_stop; leave it at 1.0$"):
+        s.sample(torch.zeros(1, 768), ["a red square"])
+
+
 @pytest.mark.parametrize(
     "noise, msg",
     [(torch.zeros(2, 5), "expected"), (torch.full((2, 768), float("nan")), "NaN or inf"), (torch.full((2, 768), float("inf")), "NaN or inf")],

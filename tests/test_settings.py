@@ -22,7 +22,9 @@ BAD = [
     (SamplerSettings, "eta", 2.0, "--eta must be in [0, 1]"),
     (SamplerSettings, "eta", NAN, "--eta must be in [0, 1]"),
     (SamplerSettings, "dtype", "float8", "--dtype must be one of"),
-    (SamplerSettings, "scheduler", "pndm", "scheduler must be one of"),
+    (SamplerSettings, "scheduler", "pndm", "--scheduler must be one of"),
+    (SamplerSettings, "guidance_rescale", 1.5, "--guidance-rescale must be in [0, 1]"),
+    (SamplerSettings, "guidance_stop", -0.1, "--guidance-stop must be in [0, 1]"),
     (SamplerSettings, "num_frames", 0, "--num-frames must be >= 1"),
     (ResourceSettings, "num_env_runners", -1, "--num-env-runners must be >= 0"),
     (ResourceSettings, "num_gpus_per_env_runner", -1.0, "--num-gpus-per-env-runner must be a finite number >= 0"),
@@ -119,6 +121,27 @@ def test_every_checked_field_is_covered_above():
 def test_cross_field_checks(kw, msg):
     with pytest.raises(ValueError, match=msg):
         RunSettings(**kw)
+
+
+def test_the_sampler_left_open_is_the_worlds_and_what_is_given_stays():
+    assert RunSettings().sampler == SamplerSettings(scheduler="ddim", num_inference_steps=10, guidance_scale=1.0,
+                                                    guidance_rescale=0.0, guidance_stop=1.0)
+    scenes = RunSettings(world="scenes").sampler
+    assert (scenes.scheduler, scenes.num_inference_steps, scenes.guidance_scale, scenes.guidance_rescale,
+            scenes.guidance_stop) == ("unipc", 15, 3.0, 0.7, 0.3)
+    given = RunSettings(world="scenes", sampler=SamplerSettings(scheduler="ddim", num_inference_steps=10)).sampler
+    assert (given.scheduler, given.num_inference_steps, given.guidance_scale) == ("ddim", 10, 3.0)
+    # a run saved before guidance_rescale / guidance_stop existed guided every step, unrescaled
+    old = RunSettings(world="scenes").to_dict()
+    old["sampler"] = {k: v for k, v in old["sampler"].items() if k not in ("guidance_rescale", "guidance_stop")}
+    back = RunSettings.from_dict(old).sampler
+    assert (back.guidance_rescale, back.guidance_stop) == (0.0, 1.0)
+
+
+def test_unipc_takes_no_eta():
+    with pytest.raises(ValueError, match="--eta 0.5: UniPC is deterministic and takes no eta; use --scheduler ddim"):
+        SamplerSettings(scheduler="unipc", eta=0.5)
+    assert SamplerSettings(scheduler="unipc").eta == 0.0
 
 
 def test_beta_final_needs_a_mass_covering_objective():
@@ -242,7 +265,7 @@ def test_env_config_and_derived_sizes():
     run = RunSettings(prompts=["a", "b", "c"], samples_per_prompt=4).replace(num_env_runners=2, threads=3)
     assert run.batch_size == 12 and run.runners == 2 and run.samples_per_prompt_per_iteration == 8
     cfg = run.env_config()
-    assert cfg["torch_threads"] == 1 and cfg["sampler"] == SamplerSettings().to_dict() and cfg["reward"] == "shapes"
+    assert cfg["torch_threads"] == 1 and cfg["sampler"] == SamplerSettings().resolved().to_dict() and cfg["reward"] == "shapes"
 
 
 def test_help_lists_every_flag_with_its_default(capsys):

@@ -88,7 +88,11 @@ def test_train_and_evaluate_run_on_the_scenes_world(ray_local, tmp_path, capsys)
                        "--iterations", "2", "--samples-per-prompt", "4", "--eval-samples", "8"]) == 0
     meta = json.loads((out / "noise_policy.json").read_text())
     assert meta["model"] == "scenes" and meta["latent_shape"] == [3, 32, 32]
+    from find_rl.core.settings import WORLD_SAMPLER
+
+    assert {k: meta["sampler"][k] for k in WORLD_SAMPLER["scenes"]} == WORLD_SAMPLER["scenes"]  # the world's own sampler
     assert "scenes world's exact scorer" in (out / "results.md").read_text()
+    assert "sampler: UniPC, 15 steps, guidance 3.0 on the first 4 steps (rescale 0.7)" in (out / "results.md").read_text()
     assert "aligned factor diversity kept |" in (out / "results.md").read_text()  # the shipped reference has these prompts
     capsys.readouterr()
     assert evaluate.main(["--policy", str(out), "--samples", "4", "--json", str(tmp_path / "e.json")]) == 0

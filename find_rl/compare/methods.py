@@ -75,10 +75,13 @@ ETA0 = " (eta 0)"
 
 
 def _with_eta(sampler, eta: float, seed: int):
-    """The same pipeline sampled with DDIM ``eta`` (its step noise seeded by ``seed``, so a rerun draws the same)."""
+    """The same pipeline sampled with DDIM ``eta`` (its step noise seeded by ``seed``, so a rerun draws the same); a
+    deterministic multistep sampler (UniPC, the scenes world's) becomes DDIM with the same steps and guidance when
+    ``eta > 0``."""
     from find_rl.diffusion.sampler import DiffusionSampler
 
-    return DiffusionSampler(sampler.pipeline, dataclasses.replace(sampler.settings, eta=eta), seed=seed)
+    scheduler = "ddim" if eta > 0 else sampler.settings.scheduler
+    return DiffusionSampler(sampler.pipeline, dataclasses.replace(sampler.settings, eta=eta, scheduler=scheduler), seed=seed)
 
 
 def _fresh_row(scores: dict, iteration: int, evals: int, wall_s: float) -> HistoryRow:

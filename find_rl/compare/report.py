@@ -126,6 +126,8 @@ def _machine(device: str) -> str:
 
 
 def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dict, fresh: dict | None = None) -> str:
+    from find_rl.core.settings import SamplerSettings
+    from find_rl.diffusion.sampler import sampler_text
     from find_rl.worlds import get_world
 
     def pm(d: dict, fmt: str = ".3f") -> str:
@@ -138,7 +140,8 @@ def format_report(cs: CompareSettings, results: dict, summary: dict, checks: dic
         "",
         f"Prompts: {', '.join(cs.prompts)}. Seeds: {', '.join(map(str, cs.seeds))}; every number is the mean over seeds ± the "
         f"half-width of its 95% t-interval. Scored on {cs.samples} fresh samples per prompt and seed (the same noise for every "
-        f"method of a seed) by {world.scorer_text()}; diversity = mean pairwise L2 "
+        f"method of a seed) by {world.scorer_text()}, rendered with {sampler_text(SamplerSettings().resolved(cs.world))} (the "
+        f"world's sampler; DDPO's rows: DDIM at its eta); diversity = mean pairwise L2 "
         "distance between a prompt's images, kept = relative to the frozen model's.",
         f"Budget: {cs.iterations} iterations x {cs.samples_per_prompt} samples = {cs.iterations * cs.samples_per_prompt} reward "
         "evaluations per prompt for every trained method; best-of-N spends N per delivered image. Wall and CPU seconds are the "

@@ -1,6 +1,8 @@
 """``DiffusionSampler``: a frozen diffusers pipeline that turns (prompts, initial noise) into images.
 
-Nothing RL lives here. The pipeline's scheduler is swapped for DDIM unless ``scheduler="keep"``. The initial noise enters the unmodified pipeline through ``latents=``, the entry point
+Nothing RL lives here. The pipeline's scheduler is swapped for DDIM (or UniPC, ``scheduler="unipc"``) unless
+``scheduler="keep"``; sampler choices left at None are the world's own (``SamplerSettings.resolved``: the scenes model
+renders with UniPC and guidance on its first steps), else DDIM with 10 steps and no guidance. The initial noise enters the unmodified pipeline through ``latents=``, the entry point
 every diffusers text-to-image pipeline offers. With DDIM and ``eta = 0`` (the default) sampling is
 deterministic, so the image, and therefore the reward, is a function of the noise: FIND's one-step MDP.
 """
@@ -13,12 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, UniPCMultistepScheduler
 
 from find_rl.diffusion.models import load_pipeline, torch_dtype
+from find_rl.diffusion.pixel_loop import guided_steps
+from find_rl.worlds import world_of_model
 from find_rl.core.settings import SamplerSettings  # noqa: F401  (declared with the other settings; used here)
 
 logger = logging.getLogger(__name__)
+
+#: ``SamplerSettings.scheduler`` -> the diffusers class swapped in (``keep``: none)
+SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "unipc": UniPCMultistepScheduler}
 
 
 def check_device(device: str) -> None:
@@ -33,6 +40,18 @@ def check_device(device: str) -> None:
         raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
+def sampler_text(settings: SamplerSettings) -> str:
+    """One line for a report: ``UniPC, 15 steps, guidance 3.0 on the first 4 steps (rescale 0.7)``."""
+    s = settings.resolved()
+    name = {"ddim": "DDIM", "unipc": "UniPC", "keep": "the checkpoint's scheduler"}[s.scheduler]
+    text = f"{name}, {s.num_inference_steps} steps" + (f", eta {s.eta}" if s.eta > 0 else "")
+    guided = guided_steps(s.num_inference_steps, s.guidance_scale, s.guidance_stop)
+    if not guided:
+        return text + ", no guidance"
+    where = "every step" if guided == s.num_inference_steps else f"the first {guided} steps"
+    return text + f", guidance {s.guidance_scale} on {where}" + (f" (rescale {s.guidance_rescale})" if s.guidance_rescale else "")
+
+
 @dataclass
 class SampleOutput:
     images: np.ndarray  # (N, 3, H, W) float32 in [-1, 1]; videos: (N, F, 3, H, W)
@@ -44,10 +63,8 @@ class DiffusionSampler:
 
     def __init__(self, pipeline, settings: SamplerSettings | None = None, *, seed: int = 0):
         self.pipeline = pipeline
-        self.settings = settings or SamplerSettings()
-        if self.settings.scheduler == "ddim" and not isinstance(pipeline.scheduler, DDIMScheduler):
-            # e.g. SD 1.5 ships PNDM; FIND wants DDIM so that eta = 0 makes the image a function of the noise
-            pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+        self.settings = (settings or SamplerSettings()).resolved()  # choices still None: the generic sampler
+        self._use_scheduler()
         if self.settings.compile_unet:
             pipeline.unet.to(memory_format=torch.channels_last)
             pipeline.unet = torch.compile(pipeline.unet)  # first batch of each shape pays the compile time
@@ -66,9 +83,19 @@ class DiffusionSampler:
         if self.settings.eta > 0:
             logger.warning("eta=%s: sampling is stochastic, so the reward is noisy given the initial noise", self.settings.eta)
 
+    def _use_scheduler(self) -> None:
+        """Put the settings' scheduler class on the pipeline (from its config), e.g. DDIM for SD 1.5's PNDM: FIND wants a
+        deterministic sampler (DDIM at eta 0, UniPC) so that the image is a function of the noise. Checked before
+        every call too: samplers that share one pipeline (another eta, another scheduler) must not render with each
+        other's."""
+        wanted = SCHEDULER_CLASSES.get(self.settings.scheduler)
+        if wanted is not None and type(self.pipeline.scheduler) is not wanted:
+            self.pipeline.scheduler = wanted.from_config(self.pipeline.scheduler.config)
+
     @classmethod
     def from_pretrained(cls, model: str = "shapes", settings: SamplerSettings | None = None, *, seed: int = 0):
-        settings = settings or SamplerSettings()
+        world = world_of_model(model)
+        settings = (settings or SamplerSettings()).resolved(world.name if world else None)  # the world's own sampler
         check_device(settings.device)
         return cls(load_pipeline(model, device=settings.device, dtype=settings.dtype), settings, seed=seed)
 
@@ -103,8 +130,15 @@ class DiffusionSampler:
     def sample(self, noise: torch.Tensor | np.ndarray, prompts: list[str]) -> SampleOutput:
         """Render ``len(prompts)`` images from ``noise`` (one row per prompt) in one pipeline call."""
         s = self.settings
+        self._use_scheduler()
         latents = self.check_noise(noise, len(prompts)).to(device=s.device, dtype=torch_dtype(s.dtype))
         kwargs = dict(num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, latents=latents)
+        for name, value, off in (("guidance_rescale", s.guidance_rescale, 0.0), ("guidance_stop", s.guidance_stop, 1.0)):
+            if name in self._call_params:
+                kwargs[name] = value
+            elif value != off:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: {type(self.pipeline).__name__} takes no {name}; "
+                                 f"leave it at {off}")
         if self.is_video:
             kwargs["num_frames"] = self.num_frames
         if "eta" in self._call_params:

@@ -66,14 +66,16 @@ def aligned_factor_entry(factors: np.ndarray) -> dict:
 
 
 #: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
-SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "eta", "scheduler")
+SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "guidance_rescale", "guidance_stop", "eta", "scheduler")
+#: the value a record written before a key existed had (guidance on every step, not rescaled)
+SAMPLER_KEY_DEFAULTS = {"guidance_rescale": 0.0, "guidance_stop": 1.0}
 
 
 def sampler_key(settings) -> dict:
     """The sampler settings a reference is keyed on (device and dtype left out); ``settings``: a dict or an object
     with ``to_dict()``."""
     d = settings if isinstance(settings, dict) else settings.to_dict()
-    return {k: d.get(k) for k in SAMPLER_KEYS}
+    return {k: d.get(k, SAMPLER_KEY_DEFAULTS.get(k)) for k in SAMPLER_KEYS}
 
 
 def same_sampler(used: dict | None, made: dict | None) -> bool:

@@ -136,8 +136,8 @@ def score_image_sets(images: dict[str, np.ndarray], *, return_images: int = 0,
 def evaluate_base(*, model: str = "shapes", prompts: list[str] | None = None, samples: int = 256, seed: int = 0,
                   settings: SamplerSettings | None = None, world: str | None = None) -> dict:
     """The frozen model under N(0, I) noise, on ``prompts`` (default: the world's evaluation set)."""
-    settings = settings or SamplerSettings()
     w = world_for(model, world)
+    settings = (settings or SamplerSettings()).resolved(w.name)  # the world's own sampler unless given
     prompts = prompts or w.eval_prompts()
     res = evaluate_distributions(model=model, prompts=prompts, samples=samples, seed=seed, settings=settings, world=w)
     return {"policy": "base", "model": model, "samples": samples, "seed": seed, "sampler": settings.to_dict(), "prompts": res}
@@ -148,7 +148,7 @@ def evaluate_policy(policy_dir: str, *, samples: int = 256, seed: int = 0, promp
     from find_rl.policies.export import load_policy
 
     pol = load_policy(policy_dir)
-    settings = SamplerSettings(**(dict(pol.sampler) | ({"device": device} if device else {})))
+    settings = SamplerSettings.from_saved(pol.sampler, **({"device": device} if device else {}))
     if not prompts and answers_any_prompt(pol) and world_of_model(model or pol.model) is not None:
         prompts = world_for(model or pol.model, world).eval_prompts()  # its splits, held-out ones included
     prompts = prompts or pol.prompts
@@ -227,6 +227,8 @@ def load_aligned_ceiling(model: str = "shapes", settings: SamplerSettings | None
     scheduler), so a run with another sampler reports "—" rather than a ratio against the wrong images."""
     data = load_aligned_reference(model)
     made = data.get("sampler")
-    if made is None or not same_sampler(sampler_key(settings or SamplerSettings()), made):
+    world = world_of_model(model)
+    used = (settings or SamplerSettings()).resolved(world.name if world else None)
+    if made is None or not same_sampler(sampler_key(used), made):
         return {}
     return data["prompts"]

@@ -40,7 +40,7 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
     """Export, draw the curve and (an embedded world's model, ``eval_samples`` > 0) score fresh samples: the per-prompt result rows
     (:func:`find_rl.evaluation.report.results_rows`; empty when not evaluated)."""
     from find_rl.evaluation.report import image_grid, plot_curves, results_rows, write_results
-    from find_rl.diffusion.sampler import DiffusionSampler
+    from find_rl.diffusion.sampler import DiffusionSampler, sampler_text
     from find_rl.evaluation.scoring import evaluate_distributions, evaluation_seed, load_aligned_ceiling
 
     export(run_dir, policy)
@@ -65,7 +65,7 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
     header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
-              + f"({world.scorer_text()})")
+              + f"({world.scorer_text()}); sampler: {sampler_text(sampler.settings)}")
     write_results(rows, run_dir, header=header)
     return rows
 
@@ -74,6 +74,7 @@ def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, 
     """The report of a run over more prompts than it draws per iteration: the frozen model and the policy on the
     world's evaluation set (every split, held-out ones included; ``eval_set_samples`` fresh samples per prompt),
     per prompt and per split x category (``results.md``; ``results.csv`` per prompt)."""
+    from find_rl.diffusion.sampler import sampler_text
     from find_rl.evaluation.report import results_rows, split_category_table, write_results
     from find_rl.evaluation.scoring import evaluate_distributions, load_aligned_ceiling
     from find_rl.evaluation.scoring import answers_any_prompt, serve_prompts
@@ -95,7 +96,7 @@ def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, 
               f"{len(run.prompts)} training prompts ({run.prompts_drawn} drawn per iteration, "
               f"{run.loop.iterations * run.batch_size * run.runners} reward evaluations in all), seed {run.loop.seed}; "
               f"scored on the {world.name} world's evaluation set ({len(prompts)} prompts), {samples} fresh samples per "
-              f"prompt; *held out* = not trained on")
+              f"prompt; sampler: {sampler_text(sampler.settings)}; *held out* = not trained on")
     write_results(rows, run_dir, header=header)
     md = run_dir / "results.md"
     md.write_text("\n".join([header, "", *split_category_table(base, after, trained=trained), "", "Per prompt:", ""])
