@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import torch
 
+from find_rl.core.settings import SamplerSettings
 from find_rl.worlds.scenes.baseline import evaluate, markdown_table
 from find_rl.worlds.scenes.pipeline import ScenesModelConfig, num_parameters
 from find_rl.worlds.scenes.train_model import TrainConfig, train
@@ -37,6 +38,7 @@ if a.save:
 pipe.set_progress_bar_config(disable=True)
 for st in a.eval_steps:
     for g in a.guidance:
-        r = evaluate(pipe, samples=a.samples, seed=0, num_inference_steps=st, guidance_scale=g)
+        r = evaluate(pipe, samples=a.samples, seed=0, settings=SamplerSettings(  # DDIM, guidance on every step
+            scheduler="ddim", num_inference_steps=st, guidance_scale=g, guidance_rescale=0.0, guidance_stop=1.0))
         print(f"--- eval steps {st} guidance {g}: {r['images_per_second']:.1f} img/s")
         print(markdown_table(r), flush=True)
