@@ -300,3 +300,17 @@ def test_the_report_of_the_scenes_world_names_its_scorer_and_reference_and_adds_
                            results, shapes_summary, {})
     assert "on the shapes world" in shapes and "the detector: IoU >= 0.7, strict 0.8" in shapes
     assert "factor" not in shapes
+
+
+def test_a_cached_run_is_reused_only_under_the_sampler_it_was_rendered_with(tmp_path):
+    # a scenes comparison cached before the world had its own sampler (DDIM 10) must run again, not be reused
+    from find_rl.compare.cache import run_key, world_sampler_key
+    from find_rl.compare.settings import CompareSettings
+
+    scenes = CompareSettings(methods=["base"], out=tmp_path, world="scenes", prompts=["two cyan triangles"])
+    shapes = CompareSettings(methods=["base"], out=tmp_path, prompts=["a green circle"])
+    assert run_key(scenes, "base")["sampler"]["scheduler"] == "unipc"
+    assert run_key(scenes, "base")["sampler"]["guidance_stop"] == 0.3
+    assert "sampler" not in run_key(shapes, "base") and world_sampler_key("shapes") is None  # shapes caches stay valid
+    old = {k: v for k, v in run_key(scenes, "base").items() if k != "sampler"}
+    assert old != run_key(scenes, "base")

@@ -32,6 +32,9 @@ def run_key(cs: CompareSettings, method: str) -> dict:
         key |= {"world": cs.world}
     if cs.device != "cpu":  # timings (and float rounding) differ by device
         key |= {"device": cs.device}
+    sampler = world_sampler_key(cs.world)
+    if sampler is not None:
+        key |= {"sampler": sampler}
     if info.kind == "ddpo":
         key |= {"ddpo_lr": cs.ddpo_lr, "ddpo_workers": cs.ddpo_workers}
     if info.fresh_checkpoints:
@@ -46,6 +49,16 @@ def run_key(cs: CompareSettings, method: str) -> dict:
     if info.amortized == "held-out":
         key |= {"held_out": sorted(cs.held_out)}
     return key
+
+
+def world_sampler_key(world: str) -> dict | None:
+    """The sampler every method of a comparison on ``world`` renders with, as a cache key; None where it is the generic
+    one (DDIM 10, no guidance), which every run cached before worlds had their own sampler was rendered with."""
+    from find_rl.core.settings import SamplerSettings
+    from find_rl.evaluation.diversity import sampler_key
+
+    own, generic = sampler_key(SamplerSettings().resolved(world)), sampler_key(SamplerSettings().resolved())
+    return None if own == generic else own
 
 
 def load_run(path: Path, key: dict) -> dict | None:
