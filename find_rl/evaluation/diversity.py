@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from find_rl.core.settings import SAMPLER_SAVED_DEFAULTS  # what a record that predates a sampler key meant by its absence
+
 #: Fewest aligned images of a prompt on which its aligned diversity is reported; below it the prompt keeps 0.
 MIN_ALIGNED = 8
 
@@ -67,15 +69,13 @@ def aligned_factor_entry(factors: np.ndarray) -> dict:
 
 #: Sampler settings that change which image a noise gives; a reference made under other values does not apply.
 SAMPLER_KEYS = ("num_inference_steps", "guidance_scale", "guidance_rescale", "guidance_stop", "eta", "scheduler")
-#: the value a record written before a key existed had (guidance on every step, not rescaled)
-SAMPLER_KEY_DEFAULTS = {"guidance_rescale": 0.0, "guidance_stop": 1.0}
 
 
 def sampler_key(settings) -> dict:
     """The sampler settings a reference is keyed on (device and dtype left out); ``settings``: a dict or an object
     with ``to_dict()``."""
     d = settings if isinstance(settings, dict) else settings.to_dict()
-    return {k: d.get(k, SAMPLER_KEY_DEFAULTS.get(k)) for k in SAMPLER_KEYS}
+    return {k: d.get(k, SAMPLER_SAVED_DEFAULTS.get(k)) for k in SAMPLER_KEYS}
 
 
 def same_sampler(used: dict | None, made: dict | None) -> bool:
