@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from find_rl.diffusion.pixel_loop import guided_steps
+from find_rl.core.settings import SamplerSettings
+from find_rl.diffusion.sampler import sampler_text
 from find_rl.worlds.scenes.pipeline import ScenesModelConfig, ScenesPipeline, build_pipeline, num_parameters
 from find_rl.worlds.scenes.geometry import SIZES
 from find_rl.worlds.scenes.render import sample_training_batch
@@ -42,7 +43,6 @@ from find_rl.worlds.scenes.grammar import CATEGORIES
 from find_rl.worlds.scenes.splits import Knobs
 
 logger = logging.getLogger(__name__)
-SCHEDULER_TEXT = {"ddim": "DDIM", "unipc": "UniPC"}
 
 
 @dataclass(frozen=True)
@@ -204,8 +204,7 @@ Recipe: x0 prediction, timesteps {train.focus_fraction:.0%} from the {model.num_
 ## Baseline under N(0, I) noise
 
 `python -m find_rl.worlds.scenes.baseline --samples {baseline['samples']} --seed {baseline['seed']}`: the world's
-sampler, {SCHEDULER_TEXT.get(s['scheduler'], s['scheduler'])} {s['num_inference_steps']} steps, eta {s['eta']}, guidance {s['guidance_scale']} on the first
-{guided_steps(s['num_inference_steps'], s['guidance_scale'], s['guidance_stop'])} steps (rescale {s['guidance_rescale']}); {baseline['n_prompts']} prompts of
+sampler, {sampler_text(SamplerSettings(**{k: v for k, v in s.items() if k != 'timestep_spacing'}))}; {baseline['n_prompts']} prompts of
 `baseline.default_eval_prompts()` (up to 12 per split x category), {baseline['samples']} noise draws each. Cell: aligned rate
 [95% Wilson interval] / strict rate (n = prompts). Sampling: {baseline['images_per_second']:.0f} images/s.
 
