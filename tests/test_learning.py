@@ -15,6 +15,7 @@ FAMILIES = {
     "per-prompt": dict(policy_type="per-prompt"),
     "amortized": dict(policy_type="amortized"),
     "flow": dict(policy_type="flow"),
+    "mixture": dict(policy_type="mixture"),
 }
 
 

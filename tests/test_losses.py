@@ -151,3 +151,28 @@ def test_mass_covering_losses_of_the_flow(kind):
         hand = -(w * log_q).sum() / P
     assert loss.item() == pytest.approx(hand.item(), rel=1e-4)
     assert 0 < metrics["ess"] <= 1.0
+
+
+@pytest.mark.parametrize("anchor", ["kl", "none"])
+def test_ppo_loss_of_the_mixture_with_its_kl_bound(anchor):
+    m = _module("mixture", mixture_components=3, learn_std=True)
+    batch, find = _batch(), FindSettings(clip_param=0.05, anchor=anchor, anchor_coeff=0.3)
+    mask = batch[Columns.LOSS_MASK]
+    fwd = m.forward_train({Columns.OBS: batch[Columns.OBS]})
+    loss, metrics = ClippedSurrogate().loss(m, batch, fwd, mask, LearnerState(find=find, layout=ObservationLayout(P), clip=find.clip))
+    # by hand: (1/3) sum_k N(z; mu_k, sigma^2), each component's low-resolution mean upsampled bilinearly
+    idx = torch.arange(6) % P
+    low = m.means[idx]  # (6, 3, 3, 2, 2)
+    mu = torch.nn.functional.interpolate(low.reshape(18, 3, 2, 2), size=SHAPE[1:], mode="bilinear",
+                                         align_corners=False).reshape(6, 3, D)
+    log_std = m.log_std[idx].clamp(min=math.log(0.5)).expand(6, D)
+    z = batch[Columns.ACTIONS]
+    per_comp = torch.stack([_hand_gaussian_logp(mu[:, k], log_std, z) for k in range(3)], -1)
+    logp = torch.logsumexp(per_comp, -1) - math.log(3)
+    hand = _hand_ppo(logp, batch, 0.05, mask)
+    kl = torch.stack([(0.5 * ((2 * log_std).exp() + mu[:, k] ** 2 - 1) - log_std).mean(-1) for k in range(3)], -1).mean(-1)
+    reg = kl[mask].mean() if anchor == "kl" else torch.zeros(())
+    assert loss.item() == pytest.approx((hand + 0.3 * reg).item(), rel=1e-5, abs=1e-7)
+    assert metrics["anchor"] == pytest.approx(reg.item(), rel=1e-5, abs=1e-7)
+    loss.backward()
+    assert all(m.means.grad[:, k].abs().sum() > 0 for k in range(3))  # every component learns from every draw

@@ -48,6 +48,8 @@ BAD = [
     (PolicySettings, "flow_hidden", 0, "--flow-hidden must be >= 1"),
     (PolicySettings, "flow_conditioning", "text", "--flow-conditioning must be one of"),
     (PolicySettings, "flow_coupling_lr_scale", 0.0, "--flow-coupling-lr-scale must be a finite number > 0"),
+    (PolicySettings, "mixture_components", 0, "--mixture-components must be >= 1"),
+    (PolicySettings, "mixture_init", NAN, "--mixture-init must be a finite number >= 0"),
     (FindSettings, "prior_kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
     (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
@@ -114,7 +116,7 @@ def test_every_checked_field_is_covered_above():
     (dict(eval_prompts=["b"]), "needs --policy-type amortized"),
     (dict(find=FindSettings(prior_kl_coeff=0.5)), "--kl-coeff is a setting of the flow policy; the per-prompt policy does not use it"),
     (dict(policy=PolicySettings(policy_type="flow"), find=FindSettings(anchor_coeff=0.01)),
-     "--anchor-coeff is a setting of the per-prompt / amortized policy; the flow policy does not use it"),
+     "--anchor-coeff is a setting of the per-prompt / amortized / mixture policy; the flow policy does not use it"),
     (dict(world="scenes", model="shapes"), "name the shapes world while --world is scenes"),
     (dict(reward=["shapes-strict"], world="scenes"), "name the shapes world while --world is scenes"),
 ])

@@ -38,7 +38,7 @@ WORLD_NAMES = ("shapes", "scenes")
 #: normalised steps follow the noise of 32 samples per prompt on a 6-clause reward and the mean drifts off the model's
 #: aligned region (seed 0: 0.19 -> 0.00); at 0.02 it learns (bench/RESULTS.md, "The scenes world")
 WORLD_LR = {"shapes": 0.1, "scenes": 0.02}
-POLICY_TYPES = ("per-prompt", "amortized", "flow")
+POLICY_TYPES = ("per-prompt", "amortized", "flow", "mixture")
 #: ``--scheduler``: the sampler the frozen model runs (both deterministic at eta 0, so the image is a function of the noise)
 SCHEDULERS = ("ddim", "unipc", "keep")
 #: The sampler a ``SamplerSettings`` choice left at None resolves to (``SamplerSettings.resolved``): the world's own where
@@ -60,8 +60,8 @@ def world_default_text(name: str) -> str:
 #: what a record saved before a sampler key existed meant by its absence (guidance on every step, not rescaled)
 SAMPLER_SAVED_DEFAULTS = {"guidance_rescale": 0.0, "guidance_stop": 1.0}
 #: ``only=`` of the settings that belong to some policy families (any other family refuses them in one line)
-PER_PROMPT, AMORTIZED, FLOW = ("per-prompt",), ("amortized",), ("flow",)
-GAUSSIAN = ("per-prompt", "amortized")
+PER_PROMPT, AMORTIZED, FLOW, MIXTURE = ("per-prompt",), ("amortized",), ("flow",), ("mixture",)
+GAUSSIAN = ("per-prompt", "amortized", "mixture")
 FAMILY_HINT = "--policy-type {owner}"
 BASELINES = ("calibrated", "mean", "ema", "none")
 
@@ -193,7 +193,8 @@ class ResourceSettings(_Part):
 class PolicySettings(_Part):
     policy_type: str = setting("per-prompt", check=one_of(*POLICY_TYPES), cli={"choices": POLICY_TYPES},
                                help="'per-prompt': a Gaussian per prompt (the paper's family); 'amortized': one Gaussian "
-                                    "mu, sigma = f(text embedding) for all prompts; 'flow': a coupling flow per prompt")
+                                    "mu, sigma = f(text embedding) for all prompts; 'flow': a coupling flow per prompt; "
+                                    "'mixture': K Gaussians per prompt with equal fixed weights (find_rl/policies/mixture.py)")
     mean_resolution: int | None = setting(4, parse=parse_resolution, check=at_least(1),
                                           help="spatial resolution of what is learned: the Gaussian's mean (upsampled), the "
                                                "flow's block-mean view (the rest stays N(0, I)); or 'full'")
@@ -220,6 +221,11 @@ class PolicySettings(_Part):
     flow_hidden: int = setting(32, check=at_least(1), help="flow only: channels of each coupling's conv net", only=FLOW)
     flow_conditioning: str = setting("prompt", check=one_of("prompt", "embedding"), cli={"choices": ("prompt", "embedding")},
                                      help="flow only: a learned vector per prompt, or the text embedding (answers held-out prompts)", only=FLOW)
+    mixture_components: int = setting(4, check=at_least(1),
+                                      help="mixture only: K, the Gaussians per prompt (equal, fixed weights)", only=MIXTURE)
+    mixture_init: float = setting(0.5, check=finite_nonnegative,
+                                  help="mixture only: how far (per element of the mean) the components start from 0, in "
+                                       "symmetric pairs (equal components never separate)", only=MIXTURE)
     flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
                                             help="flow only: the coupling nets' learning rate as a fraction of --lr (the "
                                                  "per-prompt shift and scale train at --lr)", only=FLOW)

@@ -3,7 +3,7 @@
 A policy folder holds:
 
 - ``noise_policy.json``: ``{"format": "find_rl.noise_policy", "version": 1, "family": "gaussian" | "amortized" |
-  "flow", "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta,
+  "flow" | "mixture", "prompts": [...], "model": ..., "latent_shape": [...], "sampler": {num_inference_steps, guidance_scale, eta,
   device, dtype}, "training": {...}}``, plus ``"flow": {...}`` (the flow's constructor arguments) for the flow family,
   ``"amortized": {...}`` (the network's) for the amortised one, and ``"text_features"`` (``"pooled"`` | ``"tokens"``)
   for a policy that reads the prompt's text. A file without ``family`` is a Gaussian (the first exports).
@@ -11,7 +11,9 @@ A policy folder holds:
   row i is N(mean_i, std_i^2) over the initial latent of prompt i. For a **flow**, the flow's parameters under
   ``flow.<name>`` and ``cond`` ``(P, F)``: each prompt's condition (one-hot or text embedding), so no text encoder is
   needed to use it. For the **amortised** Gaussian, the network's parameters under ``net.<name>`` and ``cond``
-  ``(P, F)``, the listed prompts' text features (mean and std follow from them with one forward pass).
+  ``(P, F)``, the listed prompts' text features (mean and std follow from them with one forward pass). For the
+  **mixture**, ``means`` ``(P, K, *latent_shape)`` and ``std`` ``(P, *latent_shape)``, with ``"mixture":
+  {"components": K}`` in the JSON.
 
 A policy with ``text_features`` (the amortised one; the flow conditioned on the embedding) answers **any prompt**:
 :meth:`AmortizedPolicy.add_prompts` / :meth:`FlowPolicy.add_prompts` take a new prompt's text features, computed by
@@ -166,6 +168,43 @@ class FlowPolicy:
         return z.reshape(eps.shape)
 
 
+@dataclass
+class MixturePolicy:
+    """The mixture family: q(z | c_i) = (1/K) sum_k N(means[i, k], std[i]^2) (:mod:`find_rl.policies.mixture`).
+
+    Drawing S samples of a prompt maps base noise eps_s through component ``s mod K`` (stratified, the same eps as
+    every other family)."""
+
+    prompts: list[str]
+    means: torch.Tensor  # (P, K, *latent_shape)
+    std: torch.Tensor  # (P, *latent_shape)
+    model: str = "shapes"
+    sampler: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    family = "mixture"
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.std.shape[1:])
+
+    @property
+    def components(self) -> int:
+        return int(self.means.shape[1])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``(P, *latent_shape)``: each prompt's mixture mean."""
+        return self.means.mean(1)
+
+    index = NoisePolicy.index
+    sample = NoisePolicy.sample
+
+    def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
+        from find_rl.policies.mixture import transform
+
+        return transform(self.means[indices], self.std[indices], eps)
+
+
 def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -179,6 +218,9 @@ def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path
     elif policy.family == "amortized":
         tensors = {f"net.{k}": v for k, v in policy.net.state_dict().items()} | {"cond": policy.cond}
         meta["amortized"] = policy.net.config()
+    elif policy.family == "mixture":
+        tensors = {"means": policy.means, "std": policy.std}
+        meta["mixture"] = {"components": policy.components}
     else:
         tensors = {"mean": policy.mean, "std": policy.std}
     save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(d / TENSORS_FILE))
@@ -207,6 +249,8 @@ def load_policy(directory: str | Path) -> NoisePolicy:
         return _load_flow(meta, tensors, tensor_path)
     if meta.get("family") == "amortized":
         return _load_amortized(meta, tensors, tensor_path)
+    if meta.get("family") == "mixture":
+        return _load_mixture(meta, tensors, tensor_path)
     if set(tensors) != {"mean", "std"}:
         raise ValueError(f"{tensor_path} must hold exactly 'mean' and 'std', found {sorted(tensors)}")
     mean, std = tensors["mean"], tensors["std"]
@@ -259,3 +303,18 @@ def _load_amortized(meta: dict, tensors: dict, tensor_path: Path) -> AmortizedPo
     cond = _check_cond(meta, tensors, tensor_path, net.latent_shape, width=net.in_dim)
     return AmortizedPolicy(prompts=list(meta["prompts"]), net=net, cond=cond, text_features=meta.get("text_features", "pooled"),
                            model=meta.get("model", "shapes"), sampler=meta.get("sampler", {}), training=meta.get("training", {}))
+
+
+def _load_mixture(meta: dict, tensors: dict, tensor_path: Path) -> MixturePolicy:
+    if set(tensors) != {"means", "std"}:
+        raise ValueError(f"{tensor_path} must hold exactly 'means' and 'std', found {sorted(tensors)}")
+    means, std, prompts = tensors["means"], tensors["std"], meta.get("prompts")
+    latent = tuple(meta.get("latent_shape", []))
+    k = (meta.get("mixture") or {}).get("components")
+    if not prompts or tuple(std.shape) != (len(prompts), *latent) or tuple(means.shape) != (len(prompts), k, *latent):
+        raise ValueError(f"{tensor_path}: means {tuple(means.shape)} / std {tuple(std.shape)} do not match "
+                         f"{len(prompts or [])} prompts x {k} components x {latent} from {META_FILE}")
+    if not (torch.isfinite(means).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise ValueError(f"{tensor_path} holds NaN/inf or non-positive std values; re-export the policy")
+    return MixturePolicy(prompts=list(prompts), means=means, std=std, model=meta.get("model", "shapes"),
+                         sampler=meta.get("sampler", {}), training=meta.get("training", {}))

@@ -7,6 +7,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from find_rl.core.settings import POLICY_TYPES, PolicySettings
 from find_rl.rllib.flow_module import FlowNoisePolicyModule
+from find_rl.rllib.mixture_module import MixtureNoisePolicyModule
 from find_rl.rllib.noise_module import AmortizedNoisePolicyModule, NoisePolicyModule
 from find_rl.rllib.noise_policy import NoisePolicyRLModule
 
@@ -14,6 +15,7 @@ FAMILIES: dict[str, type[NoisePolicyRLModule]] = {
     "per-prompt": NoisePolicyModule,
     "amortized": AmortizedNoisePolicyModule,
     "flow": FlowNoisePolicyModule,
+    "mixture": MixtureNoisePolicyModule,
 }
 assert tuple(FAMILIES) == POLICY_TYPES, "every --policy-type has its module"
 

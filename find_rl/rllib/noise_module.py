@@ -1,6 +1,7 @@
 """FIND's noise policies as RLlib ``TorchRLModule``s: ``NoisePolicyModule`` (one Gaussian per prompt, below) and
 ``AmortizedNoisePolicyModule`` (one prompt-conditioned Gaussian, mu, sigma = f(text embedding); see
-:mod:`find_rl.policies.amortized`). Both train under the same learner; ``--policy-type`` picks one.
+:mod:`find_rl.policies.amortized`). Both train under the same learner; ``--policy-type`` picks one. The mixture of
+Gaussians per prompt (:mod:`find_rl.rllib.mixture_module`) builds on their shared base.
 
 For each prompt c (the observation's one-hot), the policy is N(mu_c, sigma_c^2) over the flattened latent:
 
@@ -58,7 +59,7 @@ class TorchDiagGaussianBehaviour(TorchDiagGaussian):
         return mixture_log_prob(super().logp(value), log_prior(value), self.prior_share)
 
 
-class _GaussianNoiseModule(NoisePolicyRLModule):
+class GaussianNoiseModule(NoisePolicyRLModule):
     """What both Gaussian families share: the forward pass (RLlib's DiagGaussian inputs ``cat([mu, log_sigma])`` from
     :meth:`distribution_from_obs`), the distribution classes, the summary, the anchor, the export."""
 
@@ -99,16 +100,20 @@ class _GaussianNoiseModule(NoisePolicyRLModule):
         """``--anchor kl`` (analytic KL to N(0, I)) or ``l2`` (the released code's stand-in), per element, at
         ``--anchor-coeff`` or a per-prompt adaptive weight (``--target-alignment``); ``none``: no pull."""
         s = ctx.find
-        mu, log_std = self.summary(obs, fwd_out)
         if s.anchor == "none":
-            zero = torch.zeros((), device=mu.device)
+            zero = torch.zeros((), device=obs.device)
             return zero, zero
-        per_row = pm.kl_to_standard_normal(mu, log_std) if s.anchor == "kl" else pm.l2_anchor(mu, log_std)
+        per_row = self.anchor_per_row(obs, fwd_out, s.anchor)
         anchor = ctx.masked_mean(per_row)
         if ctx.adaptive_anchor is not None:  # one weight per prompt (obs one-hot -> prompt index)
-            coeff = ctx.adaptive_anchor.coeffs.to(mu.device)[ctx.layout.prompt_index(obs)]
+            coeff = ctx.adaptive_anchor.coeffs.to(per_row.device)[ctx.layout.prompt_index(obs)]
             return anchor, ctx.masked_mean(coeff * per_row)
         return anchor, s.anchor_coeff * anchor
+
+    def anchor_per_row(self, obs: torch.Tensor, fwd_out: dict, kind: str) -> torch.Tensor:
+        """``(N,)``: the per-element divergence ``--anchor kind`` (``kl`` or ``l2``) weighs, per observation row."""
+        mu, log_std = self.summary(obs, fwd_out)
+        return pm.kl_to_standard_normal(mu, log_std) if kind == "kl" else pm.l2_anchor(mu, log_std)
 
     @override(NoisePolicyRLModule)
     def export(self, obs, **meta):
@@ -120,7 +125,7 @@ class _GaussianNoiseModule(NoisePolicyRLModule):
         return NoisePolicy(mean=mu.reshape(shape), std=log_std.exp().reshape(shape), **meta)
 
 
-class NoisePolicyModule(_GaussianNoiseModule):
+class NoisePolicyModule(GaussianNoiseModule):
     """One Gaussian per prompt. Reads ``mean_resolution``, ``mean_upsampling`` ("bilinear", or "nearest":
     block-constant, as the flow's shift moves), ``mean_highpass``, ``std_mode`` ("scalar"|"element"), ``learn_std``
     and ``min_std`` from its :class:`~find_rl.core.settings.PolicySettings`."""
@@ -162,12 +167,12 @@ class NoisePolicyModule(_GaussianNoiseModule):
         """Keep log sigma on or above its floor (called by the learner after each update)."""
         self.log_std.clamp_(min=self.min_log_std)
 
-    @override(_GaussianNoiseModule)
+    @override(GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.distribution(self.layout.prompt_index(obs))
 
 
-class AmortizedNoisePolicyModule(_GaussianNoiseModule):
+class AmortizedNoisePolicyModule(GaussianNoiseModule):
     """The prompt-conditioned policy: mu, sigma = f(text embedding) (:class:`~find_rl.policies.amortized.AmortizedNoiseNet`).
 
     It reads only the embedding part of the observation (after the ``num_prompts`` one-hot entries), so it serves
@@ -189,11 +194,11 @@ class AmortizedNoisePolicyModule(_GaussianNoiseModule):
                                      linear=pol.amortized_linear, learn_std=pol.learn_std, min_std=pol.min_std,
                                      token_shape=self.token_shape if pol.text_features == "tokens" else None)
 
-    @override(_GaussianNoiseModule)
+    @override(GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(self.layout.embedding(obs))
 
-    @override(_GaussianNoiseModule)
+    @override(GaussianNoiseModule)
     def export(self, obs, **meta):
         """The network and the listed prompts' text features: the export answers any prompt of the model."""
         import copy
