@@ -189,23 +189,12 @@ class FlowNoisePolicyModule(NoisePolicyRLModule):
     def _forward(self, batch, **kwargs):
         return {Columns.ACTION_DIST_INPUTS: self.condition(batch[Columns.OBS])}
 
-    def _dist_cls(self, prior_share: float = 0.0):
+    @override(NoisePolicyRLModule)
+    def noise_dist_cls(self, prior_share: float = 0.0):
+        """q bound to this module's flow, or the behaviour mixture with ``prior_share``."""
         if prior_share > 0:
             return TorchFlowDistribution.get_partial_dist_cls(flow=self.flow, prior_share=prior_share)
         return TorchFlowDistribution.get_partial_dist_cls(flow=self.flow)
-
-    @override(TorchRLModule)
-    def get_inference_action_dist_cls(self):
-        return self._dist_cls()
-
-    @override(TorchRLModule)
-    def get_exploration_action_dist_cls(self):
-        """What the env runner samples from: q, or the behaviour mixture with ``prior_share``."""
-        return self._dist_cls(self.prior_share)
-
-    @override(TorchRLModule)
-    def get_train_action_dist_cls(self):
-        return self._dist_cls()
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Joint ``log q(action | prompt)``, ``(N,)``, differentiable in the flow's parameters (= :meth:`log_density`)."""

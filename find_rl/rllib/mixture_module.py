@@ -112,21 +112,10 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
         means, log_std = self.mixture(self.layout.prompt_index(batch[Columns.OBS]))
         return {Columns.ACTION_DIST_INPUTS: torch.cat([means.flatten(1), log_std], dim=-1)}
 
-    def _dist_cls(self, prior_share: float = 0.0):
+    @override(NoisePolicyRLModule)
+    def noise_dist_cls(self, prior_share: float = 0.0):
+        """The mixture bound to K, or the behaviour mixture with ``prior_share``."""
         return TorchGaussianMixture.get_partial_dist_cls(components=self.components, prior_share=prior_share)
-
-    @override(TorchRLModule)
-    def get_inference_action_dist_cls(self):
-        return self._dist_cls()
-
-    @override(TorchRLModule)
-    def get_exploration_action_dist_cls(self):
-        """What the env runner samples from: the mixture, or the behaviour mixture with ``prior_share``."""
-        return self._dist_cls(self.prior_share)
-
-    @override(TorchRLModule)
-    def get_train_action_dist_cls(self):
-        return self._dist_cls()
 
     @override(NoisePolicyRLModule)
     def summary(self, obs, fwd_out):

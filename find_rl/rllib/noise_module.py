@@ -72,19 +72,11 @@ class GaussianNoiseModule(NoisePolicyRLModule):
         mu, log_std = self.distribution_from_obs(batch[Columns.OBS])
         return {Columns.ACTION_DIST_INPUTS: torch.cat([mu, log_std], dim=-1)}
 
-    @override(TorchRLModule)
-    def get_inference_action_dist_cls(self):
-        return TorchDiagGaussian
-
-    @override(TorchRLModule)
-    def get_exploration_action_dist_cls(self):
-        """What the env runner samples from: N(mu, sigma^2), or the behaviour mixture with ``prior_share``."""
-        if self.prior_share > 0:
-            return TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=self.prior_share)
-        return TorchDiagGaussian
-
-    @override(TorchRLModule)
-    def get_train_action_dist_cls(self):
+    @override(NoisePolicyRLModule)
+    def noise_dist_cls(self, prior_share: float = 0.0):
+        """N(mu, sigma^2): RLlib's DiagGaussian, or the behaviour mixture with ``prior_share``."""
+        if prior_share > 0:
+            return TorchDiagGaussianBehaviour.get_partial_dist_cls(prior_share=prior_share)
         return TorchDiagGaussian
 
     @override(NoisePolicyRLModule)

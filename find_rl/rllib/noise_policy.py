@@ -8,6 +8,8 @@ protocol; no code outside a family's module asks which family it holds.
 - ``model_config``: built from the typed :class:`~find_rl.core.settings.PolicySettings` (``policy``), the prompt count,
   the latent shape and the behaviour's prior share; each module reads its settings back from there, so no default is
   restated in a module.
+- :meth:`NoisePolicyRLModule.noise_dist_cls`: the family's RLlib distribution class (RLlib's inference, exploration
+  and train getters all return it; exploration with the behaviour's prior share).
 - :meth:`NoisePolicyRLModule.log_density`: the joint log-density of actions under the module's RLlib **train
   distribution** (``get_train_action_dist_cls().from_logits(fwd_out[ACTION_DIST_INPUTS]).logp(actions)``), as RLlib's
   and SB3's losses compute it.
@@ -27,6 +29,7 @@ from typing import Any, Callable
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
 
 from find_rl.core.observation import ObservationLayout
 from find_rl.core.settings import FindSettings, PolicySettings
@@ -76,6 +79,24 @@ class NoisePolicyRLModule(TorchRLModule):
             fwd_out = self._forward({Columns.OBS: obs})
         dist = self.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
         return dist.logp(actions)
+
+    def noise_dist_cls(self, prior_share: float = 0.0):
+        """The family's RLlib distribution class, bound to this module; with ``prior_share`` > 0 the behaviour mixture
+        ``(1 - s) q + s N(0, I)`` of the mass-covering objectives. RLlib's three getters below all come from it."""
+        raise NotImplementedError
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self):
+        return self.noise_dist_cls()
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self):
+        """What the env runner samples from: q, or the behaviour mixture with the module's ``prior_share``."""
+        return self.noise_dist_cls(self.prior_share)
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self):
+        return self.noise_dist_cls()
 
     def summary(self, obs: torch.Tensor, fwd_out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row ``(mean, log std)``, each ``(N, D)``, of the distribution at ``obs``."""
