@@ -77,9 +77,10 @@ def test_module_starts_as_the_initial_mixture_and_its_rllib_distribution_is_exac
     m = _module(mixture_components=4, mixture_init=0.5)
     obs = _obs([1, 0, 1])
     out = m.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
-    assert out.shape == (3, 5 * D)
-    means, log_std = split_mixture_inputs(out, 4)
+    assert out.shape == (3, 5 * D + 4)
+    means, log_std, weights = split_mixture_inputs(out, 4)
     assert torch.count_nonzero(log_std) == 0  # sigma = 1
+    assert torch.allclose(weights, torch.full((3, 4), 0.25))
     assert torch.allclose(means.mean(1), torch.zeros(3, D), atol=1e-6)  # the initial mixture's mean is 0
     dist = m.get_train_action_dist_cls().from_logits(out)
     z = dist.sample()
@@ -90,7 +91,8 @@ def test_module_starts_as_the_initial_mixture_and_its_rllib_distribution_is_exac
     assert mu.shape == lstd.shape == (3, D) and (lstd > 0).all()  # the components' spread widens the mixture
     assert m.calibration_inputs(obs, out).shape == (3, 2 * D)
     det = dist.to_deterministic().sample()
-    assert torch.allclose(det, means[:, 0])
+    assert torch.allclose(det, means[:, 0])  # the heaviest component (ties: the first)
+    assert not m.weight_logits.requires_grad  # fixed weights by default
 
 
 def test_the_behaviour_with_a_prior_share_records_its_exact_density():
@@ -130,3 +132,50 @@ def test_mixture_settings_belong_to_the_mixture_family():
     assert run.policy.mixture_components == 2 and run.find.anchor_coeff == 0.01
     with pytest.raises(ValueError, match="--mixture-components must be"):
         PolicySettings(policy_type="mixture", mixture_components=0)
+
+
+def test_learned_weights_keep_their_floor_and_enter_the_density():
+    logits = torch.tensor([[5.0, -5.0, 0.0, 0.0]])
+    w = mx.weights_from_logits(logits, 0.05)
+    assert torch.allclose(w.sum(-1), torch.ones(1)) and w.min() >= 0.05 - 1e-7
+    assert torch.allclose(mx.weights_from_logits(logits, None), torch.full((1, 4), 0.25))
+    g = torch.Generator().manual_seed(1)
+    means, log_std, z = torch.randn(1, 4, 5, generator=g), torch.zeros(1, 5), torch.randn(1, 5, generator=g)
+    comp = torch.stack([torch.distributions.Normal(means[:, k], 1.0).log_prob(z).sum(-1) for k in range(4)], -1)
+    assert torch.allclose(mx.log_prob(z, means, log_std, w), torch.logsumexp(comp + w.log(), -1), atol=1e-5)
+    mean, lstd = mx.moments(means, log_std, w)
+    assert torch.allclose(mean, (w[..., None] * means).sum(1), atol=1e-6)
+    assert torch.allclose((2 * lstd).exp(), 1 + (w[..., None] * (means - mean[:, None]) ** 2).sum(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("samples", [7, 64, 256])
+def test_systematic_draws_follow_the_learned_weights_in_every_prefix(samples):
+    w = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.05, 0.05, 0.45, 0.45]])
+    idx = mx.component_of(samples, 4, w)
+    assert idx.shape == (2, samples)
+    counts = torch.stack([(idx == k).sum(-1) for k in range(4)], -1).double()
+    assert ((counts - samples * w.double()).abs() <= 0.06 * samples + 1.5).all(), counts
+    means = torch.arange(4.0).reshape(1, 4, 1).expand(2, 4, 3).clone()
+    out = mx.transform(means, torch.ones(2, 3), torch.zeros(2, samples, 3), w)
+    assert torch.equal(out[..., 0], idx.float())
+
+
+def test_learned_weights_train_and_export(tmp_path):
+    m = _module(mixture_components=4, mixture_weight_floor=0.02)
+    assert m.weight_logits.requires_grad
+    obs = _obs([0, 1, 0])
+    out = m.forward_train({Columns.OBS: obs})
+    z = torch.randn(3, D)
+    (-m.log_density(obs, z, out).sum()).backward()
+    assert m.weight_logits.grad is not None and m.weight_logits.grad.abs().sum() > 0
+    with torch.no_grad():
+        m.weight_logits[0] = torch.tensor([4.0, 0.0, 0.0, -4.0])
+    pol = m.export(_obs([0, 1]), prompts=["a", "b"], model="shapes")
+    assert pol.weights.shape == (2, 4) and pol.weights[0, 0] > 0.8 and pol.weights[0].min() >= 0.02 - 1e-6
+    save_policy(tmp_path / "p", pol)
+    back = load_policy(tmp_path / "p")
+    assert torch.allclose(back.weights, pol.weights)
+    idx = mx.component_of(200, 4, back.weights[:1])[0]
+    assert (idx == 0).float().mean() > 0.75
+    with pytest.raises(ValueError, match="--mixture-weight-floor must be below 1/K = 0.25"):
+        PolicySettings(policy_type="mixture", mixture_weight_floor=0.3)

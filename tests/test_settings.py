@@ -50,6 +50,7 @@ BAD = [
     (PolicySettings, "flow_coupling_lr_scale", 0.0, "--flow-coupling-lr-scale must be a finite number > 0"),
     (PolicySettings, "mixture_components", 0, "--mixture-components must be >= 1"),
     (PolicySettings, "mixture_init", NAN, "--mixture-init must be a finite number >= 0"),
+    (PolicySettings, "mixture_weight_floor", -0.1, "--mixture-weight-floor must be in"),
     (FindSettings, "prior_kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
     (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),

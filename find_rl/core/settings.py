@@ -226,6 +226,9 @@ class PolicySettings(_Part):
     mixture_init: float = setting(0.5, check=finite_nonnegative,
                                   help="mixture only: how far (per element of the mean) the components start from 0, in "
                                        "symmetric pairs (equal components never separate)", only=MIXTURE)
+    mixture_weight_floor: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
+                                                 help="mixture only: learn the weights, each kept at or above this share "
+                                                      "(below 1/K); default: equal, fixed weights", only=MIXTURE)
     flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
                                             help="flow only: the coupling nets' learning rate as a fraction of --lr (the "
                                                  "per-prompt shift and scale train at --lr)", only=FLOW)
@@ -233,6 +236,10 @@ class PolicySettings(_Part):
     def __post_init__(self):
         super().__post_init__()
         self.check_family()
+        floor = self.mixture_weight_floor
+        if floor is not None and floor * self.mixture_components >= 1:
+            raise ValueError(f"--mixture-weight-floor must be below 1/K = {1 / self.mixture_components:g} "
+                             f"(K = --mixture-components {self.mixture_components}), got {floor:g}")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
 

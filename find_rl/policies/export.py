@@ -12,8 +12,8 @@ A policy folder holds:
   ``flow.<name>`` and ``cond`` ``(P, F)``: each prompt's condition (one-hot or text embedding), so no text encoder is
   needed to use it. For the **amortised** Gaussian, the network's parameters under ``net.<name>`` and ``cond``
   ``(P, F)``, the listed prompts' text features (mean and std follow from them with one forward pass). For the
-  **mixture**, ``means`` ``(P, K, *latent_shape)`` and ``std`` ``(P, *latent_shape)``, with ``"mixture":
-  {"components": K}`` in the JSON.
+  **mixture**, ``means`` ``(P, K, *latent_shape)``, ``std`` ``(P, *latent_shape)`` and, when learned, ``weights``
+  ``(P, K)``, with ``"mixture": {"components": K, "weights": "equal" | "learned"}`` in the JSON.
 
 A policy with ``text_features`` (the amortised one; the flow conditioned on the embedding) answers **any prompt**:
 :meth:`AmortizedPolicy.add_prompts` / :meth:`FlowPolicy.add_prompts` take a new prompt's text features, computed by
@@ -170,14 +170,15 @@ class FlowPolicy:
 
 @dataclass
 class MixturePolicy:
-    """The mixture family: q(z | c_i) = (1/K) sum_k N(means[i, k], std[i]^2) (:mod:`find_rl.policies.mixture`).
+    """The mixture family: q(z | c_i) = sum_k w[i, k] N(means[i, k], std[i]^2) (:mod:`find_rl.policies.mixture`).
 
-    Drawing S samples of a prompt maps base noise eps_s through component ``s mod K`` (stratified, the same eps as
-    every other family)."""
+    Drawing S samples of a prompt maps base noise eps_s through one component each (``mixture.component_of``: ``s mod
+    K`` for equal weights; the same eps as every other family)."""
 
     prompts: list[str]
     means: torch.Tensor  # (P, K, *latent_shape)
     std: torch.Tensor  # (P, *latent_shape)
+    weights: torch.Tensor | None = None  # (P, K) learned weights; None: equal
     model: str = "shapes"
     sampler: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
@@ -202,7 +203,7 @@ class MixturePolicy:
     def transform(self, indices: list[int], eps: torch.Tensor) -> torch.Tensor:
         from find_rl.policies.mixture import transform
 
-        return transform(self.means[indices], self.std[indices], eps)
+        return transform(self.means[indices], self.std[indices], eps, None if self.weights is None else self.weights[indices])
 
 
 def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path:
@@ -220,7 +221,9 @@ def save_policy(directory: str | Path, policy: NoisePolicy | FlowPolicy) -> Path
         meta["amortized"] = policy.net.config()
     elif policy.family == "mixture":
         tensors = {"means": policy.means, "std": policy.std}
-        meta["mixture"] = {"components": policy.components}
+        meta["mixture"] = {"components": policy.components, "weights": "equal" if policy.weights is None else "learned"}
+        if policy.weights is not None:
+            tensors["weights"] = policy.weights
     else:
         tensors = {"mean": policy.mean, "std": policy.std}
     save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}, str(d / TENSORS_FILE))
@@ -306,15 +309,22 @@ def _load_amortized(meta: dict, tensors: dict, tensor_path: Path) -> AmortizedPo
 
 
 def _load_mixture(meta: dict, tensors: dict, tensor_path: Path) -> MixturePolicy:
-    if set(tensors) != {"means", "std"}:
-        raise ValueError(f"{tensor_path} must hold exactly 'means' and 'std', found {sorted(tensors)}")
+    learned = (meta.get("mixture") or {}).get("weights") == "learned"
+    expect = {"means", "std"} | ({"weights"} if learned else set())
+    if set(tensors) != expect:
+        raise ValueError(f"{tensor_path} must hold exactly {sorted(expect)}, found {sorted(tensors)}")
     means, std, prompts = tensors["means"], tensors["std"], meta.get("prompts")
     latent = tuple(meta.get("latent_shape", []))
     k = (meta.get("mixture") or {}).get("components")
+    weights = tensors.get("weights")
+    if weights is not None and (tuple(weights.shape) != (len(prompts or []), k) or (weights < 0).any()
+                                or not torch.allclose(weights.sum(-1), torch.ones(len(weights)), atol=1e-4)):
+        raise ValueError(f"{tensor_path}: weights {tuple(weights.shape)} are not one distribution over {k} components "
+                         f"per prompt; re-export the policy")
     if not prompts or tuple(std.shape) != (len(prompts), *latent) or tuple(means.shape) != (len(prompts), k, *latent):
         raise ValueError(f"{tensor_path}: means {tuple(means.shape)} / std {tuple(std.shape)} do not match "
                          f"{len(prompts or [])} prompts x {k} components x {latent} from {META_FILE}")
     if not (torch.isfinite(means).all() and torch.isfinite(std).all() and (std > 0).all()):
         raise ValueError(f"{tensor_path} holds NaN/inf or non-positive std values; re-export the policy")
-    return MixturePolicy(prompts=list(prompts), means=means, std=std, model=meta.get("model", "shapes"),
+    return MixturePolicy(prompts=list(prompts), means=means, std=std, weights=weights, model=meta.get("model", "shapes"),
                          sampler=meta.get("sampler", {}), training=meta.get("training", {}))

@@ -2,8 +2,8 @@
 RLlib ``TorchRLModule``, with ``TorchGaussianMixture``, an RLlib ``TorchDistribution`` over
 ``torch.distributions.MixtureSameFamily``.
 
-``ACTION_DIST_INPUTS`` are ``cat([means.flatten(1), log_std])``: K x D component means, then the shared per-element
-log std (D), so the env runner's recorded ``ACTION_LOGP`` is the mixture's exact joint log-density and the learner's
+``ACTION_DIST_INPUTS`` are ``cat([means.flatten(1), log_std, log_weights])``: K x D component means, the shared
+per-element log std (D), then the K log weights (log 1/K when the weights are fixed), so the env runner's recorded ``ACTION_LOGP`` is the mixture's exact joint log-density and the learner's
 ``logp`` is differentiable in every component. The distribution class is bound to K through RLlib's
 ``get_partial_dist_cls(components=K)``. Everything else (the clipped surrogate, the baselines, the mass-covering
 objectives, the checkpoints) is the family-free learner's.
@@ -26,18 +26,20 @@ from find_rl.rllib.noise_module import GaussianNoiseModule
 from find_rl.rllib.noise_policy import NoisePolicyRLModule
 
 
-def split_mixture_inputs(logits: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, (K + 1) D)`` -> ``(means (N, K, D), log_std (N, D))``."""
-    dim = logits.shape[-1] // (components + 1)
-    return logits[..., : components * dim].reshape(*logits.shape[:-1], components, dim), logits[..., components * dim :]
+def split_mixture_inputs(logits: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(N, (K + 1) D + K)`` -> ``(means (N, K, D), log_std (N, D), weights (N, K))``."""
+    k = int(components)
+    dim = (logits.shape[-1] - k) // (k + 1)
+    means = logits[..., : k * dim].reshape(*logits.shape[:-1], k, dim)
+    return means, logits[..., k * dim : (k + 1) * dim], logits[..., (k + 1) * dim :].exp()
 
 
 class TorchGaussianMixture(TorchDistribution):
-    """RLlib distribution: (1/K) sum_k N(mu_k, sigma^2) per row, from ``cat([means.flatten(1), log_std])``.
+    """RLlib distribution: sum_k w_k N(mu_k, sigma^2) per row, from ``cat([means.flatten(1), log_std, log_weights])``.
 
     ``prior_share`` s > 0 makes it the behaviour mixture (1 - s) q + s N(0, I) of the mass-covering objectives, with its
     exact density as ``logp`` (as the Gaussian's and the flow's behaviour distributions). ``to_deterministic`` draws
-    component 0's mean (the components weigh the same; RLlib's inference path, which FIND does not use for training).
+    the heaviest component's mean (RLlib's inference path, which FIND does not use for training).
     """
 
     def __init__(self, logits: torch.Tensor, components: int, prior_share: float = 0.0, deterministic: bool = False):
@@ -52,7 +54,8 @@ class TorchGaussianMixture(TorchDistribution):
     @override(TorchDistribution)
     def sample(self, *, sample_shape=None) -> torch.Tensor:
         if self.deterministic:
-            mode = split_mixture_inputs(self.logits, self.components)[0][..., 0, :].detach()
+            means, _, w = split_mixture_inputs(self.logits, self.components)
+            mode = means[torch.arange(len(means)), w.argmax(-1)].detach()
             return mode.expand(*(sample_shape or ()), *mode.shape)
         return mix_in_prior(super().sample(sample_shape=sample_shape), self.prior_share)
 
@@ -75,7 +78,7 @@ class TorchGaussianMixture(TorchDistribution):
     @staticmethod
     @override(TorchDistribution)
     def required_input_dim(space: gym.Space, *, components: int = 1, **kwargs) -> int:
-        return int((components + 1) * space.shape[0])
+        return int((components + 1) * space.shape[0] + components)
 
     @override(TorchDistribution)
     def to_deterministic(self) -> "TorchGaussianMixture":
@@ -85,8 +88,9 @@ class TorchGaussianMixture(TorchDistribution):
 
 
 class MixtureNoisePolicyModule(GaussianNoiseModule):
-    """K Gaussians per prompt, equal fixed weights, a shared sigma (``--mixture-components``, ``--mixture-init``,
-    ``mean_resolution``, ``learn_std``, ``min_std``); see :mod:`find_rl.policies.mixture`."""
+    """K Gaussians per prompt, equal fixed weights or learned ones with a floor, a shared sigma (``--mixture-components``,
+    ``--mixture-init``, ``--mixture-weight-floor``, ``mean_resolution``, ``learn_std``, ``min_std``); see
+    :mod:`find_rl.policies.mixture`."""
 
     @override(TorchRLModule)
     def setup(self):
@@ -96,21 +100,24 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
         self.mean_shape = latent_mean.mean_shape(self.latent_shape, pol.mean_resolution)
         self.means = nn.Parameter(mx.initial_means(self.num_prompts, self.components, self.mean_shape, pol.mixture_init))
         self.log_std = nn.Parameter(torch.zeros(self.num_prompts, 1), requires_grad=bool(pol.learn_std))
+        self.weight_floor = pol.mixture_weight_floor  # None: equal, fixed weights
+        self.weight_logits = nn.Parameter(torch.zeros(self.num_prompts, self.components),
+                                          requires_grad=self.weight_floor is not None)
         self.min_log_std = torch.log(torch.tensor(float(pol.min_std))).item()
 
-    def mixture(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(means (N, K, D), log_std (N, D))`` for a batch of prompt indices."""
+    def mixture(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(means (N, K, D), log_std (N, D), weights (N, K))`` for a batch of prompt indices."""
         low = self.means[prompt_index]  # (N, K, *mean_shape)
         n = len(low)
         means = latent_mean.upsample(low.reshape(n * self.components, *self.mean_shape), self.latent_shape)
         means = means.reshape(n, self.components, -1)
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand(n, means.shape[-1])
-        return means, log_std
+        return means, log_std, mx.weights_from_logits(self.weight_logits[prompt_index], self.weight_floor)
 
     @override(TorchRLModule)
     def _forward(self, batch, **kwargs):
-        means, log_std = self.mixture(self.layout.prompt_index(batch[Columns.OBS]))
-        return {Columns.ACTION_DIST_INPUTS: torch.cat([means.flatten(1), log_std], dim=-1)}
+        means, log_std, weights = self.mixture(self.layout.prompt_index(batch[Columns.OBS]))
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([means.flatten(1), log_std, weights.log()], dim=-1)}
 
     @override(NoisePolicyRLModule)
     def noise_dist_cls(self, prior_share: float = 0.0):
@@ -128,12 +135,12 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
 
     @override(GaussianNoiseModule)
     def anchor_per_row(self, obs, fwd_out, kind: str) -> torch.Tensor:
-        """``kl``: the components' mean KL to N(0, I) (an upper bound of the mixture's); ``l2``: the components' mean
-        of the released code's stand-in."""
-        means, log_std = split_mixture_inputs(fwd_out[Columns.ACTION_DIST_INPUTS], self.components)
+        """``kl``: the components' weighted KL to N(0, I) (an upper bound of the mixture's); ``l2``: the components'
+        weighted mean of the released code's stand-in."""
+        means, log_std, weights = split_mixture_inputs(fwd_out[Columns.ACTION_DIST_INPUTS], self.components)
         if kind == "kl":
-            return mx.kl_bound(means, log_std)
-        return (means.pow(2).mean(-1).mean(-1) + (log_std.exp() - 1.0).pow(2).mean(-1))
+            return mx.kl_bound(means, log_std, weights)
+        return (weights * means.pow(2).mean(-1)).sum(-1) + (log_std.exp() - 1.0).pow(2).mean(-1)
 
     @override(NoisePolicyRLModule)
     @torch.no_grad()
@@ -150,7 +157,8 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
         from find_rl.policies.export import MixturePolicy
 
         with torch.no_grad():
-            means, log_std = self.mixture(self.layout.prompt_index(obs))
+            means, log_std, weights = self.mixture(self.layout.prompt_index(obs))
         n = len(obs)
         return MixturePolicy(means=means.reshape(n, self.components, *self.latent_shape),
-                             std=log_std.exp().reshape(n, *self.latent_shape), **meta)
+                             std=log_std.exp().reshape(n, *self.latent_shape),
+                             weights=None if self.weight_floor is None else weights, **meta)
