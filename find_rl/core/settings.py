@@ -194,7 +194,7 @@ class PolicySettings(_Part):
     policy_type: str = setting("per-prompt", check=one_of(*POLICY_TYPES), cli={"choices": POLICY_TYPES},
                                help="'per-prompt': a Gaussian per prompt (the paper's family); 'amortized': one Gaussian "
                                     "mu, sigma = f(text embedding) for all prompts; 'flow': a coupling flow per prompt; "
-                                    "'mixture': K Gaussians per prompt with equal fixed weights (find_rl/policies/mixture.py)")
+                                    "'mixture': K Gaussians per prompt, equal fixed weights or learned ones (find_rl/policies/mixture.py)")
     mean_resolution: int | None = setting(4, parse=parse_resolution, check=at_least(1),
                                           help="spatial resolution of what is learned: the Gaussian's mean (upsampled), the "
                                                "flow's block-mean view (the rest stays N(0, I)); or 'full'")
@@ -222,7 +222,7 @@ class PolicySettings(_Part):
     flow_conditioning: str = setting("prompt", check=one_of("prompt", "embedding"), cli={"choices": ("prompt", "embedding")},
                                      help="flow only: a learned vector per prompt, or the text embedding (answers held-out prompts)", only=FLOW)
     mixture_components: int = setting(4, check=at_least(1),
-                                      help="mixture only: K, the Gaussians per prompt (equal, fixed weights)", only=MIXTURE)
+                                      help="mixture only: K, the Gaussians per prompt", only=MIXTURE)
     mixture_init: float = setting(0.5, check=finite_nonnegative,
                                   help="mixture only: how far (per element of the mean) the components start from 0, in "
                                        "symmetric pairs (equal components never separate)", only=MIXTURE)

@@ -192,11 +192,6 @@ class MixturePolicy:
     def components(self) -> int:
         return int(self.means.shape[1])
 
-    @property
-    def mean(self) -> torch.Tensor:
-        """``(P, *latent_shape)``: each prompt's mixture mean."""
-        return self.means.mean(1)
-
     index = NoisePolicy.index
     sample = NoisePolicy.sample
 

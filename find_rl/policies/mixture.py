@@ -65,7 +65,10 @@ def weights_from_logits(logits: torch.Tensor, floor: float | None) -> torch.Tens
     return floor + (1.0 - k * floor) * torch.softmax(logits, dim=-1)
 
 
-def _uniform(means: torch.Tensor) -> torch.Tensor:
+def _weights(means: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``weights``, or equal ones ``(N, K)`` for None."""
+    if weights is not None:
+        return weights
     n, k = means.shape[:2]
     return torch.full((n, k), 1.0 / k, dtype=means.dtype, device=means.device)
 
@@ -77,8 +80,7 @@ def _components(means: torch.Tensor, log_std: torch.Tensor) -> Independent:
 def torch_mixture(means: torch.Tensor, log_std: torch.Tensor, weights: torch.Tensor | None = None) -> MixtureSameFamily:
     """The mixture as a ``torch.distributions`` object: ``means (N, K, D)``, ``log_std (N, D)``, ``weights (N, K)``
     (None: equal) -> batch ``(N,)``, event ``(D,)``."""
-    w = _uniform(means) if weights is None else weights
-    return MixtureSameFamily(Categorical(probs=w), _components(means, log_std))
+    return MixtureSameFamily(Categorical(probs=_weights(means, weights)), _components(means, log_std))
 
 
 def log_prob(z: torch.Tensor, means: torch.Tensor, log_std: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,13 +91,12 @@ def log_prob(z: torch.Tensor, means: torch.Tensor, log_std: torch.Tensor, weight
 def responsibilities(z: torch.Tensor, means: torch.Tensor, log_std: torch.Tensor,
                      weights: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, K)``: each component's posterior share of each draw (how separate the components are)."""
-    w = _uniform(means) if weights is None else weights
-    return torch.softmax(_components(means, log_std).log_prob(z[:, None, :]) + w.log(), dim=-1)
+    return torch.softmax(_components(means, log_std).log_prob(z[:, None, :]) + _weights(means, weights).log(), dim=-1)
 
 
 def moments(means: torch.Tensor, log_std: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The mixture's per-element ``(mean, log std)``, each ``(N, D)``: exact, ``Var = sigma^2 + sum_k w_k (mu_k - mean)^2``."""
-    w = (_uniform(means) if weights is None else weights)[..., None]
+    w = _weights(means, weights)[..., None]
     mean = (w * means).sum(1)
     var = torch.exp(2 * log_std) + (w * (means - mean[:, None]).pow(2)).sum(1)
     return mean, 0.5 * var.log()
@@ -105,8 +106,7 @@ def kl_bound(means: torch.Tensor, log_std: torch.Tensor, weights: torch.Tensor |
     """``(N,)``: the components' weighted per-element KL to N(0, I), an upper bound of the mixture's (convexity)."""
     sigma2 = torch.exp(2 * log_std)[:, None, :]
     per_component = (0.5 * (sigma2 + means.pow(2) - 1.0) - log_std[:, None, :]).mean(-1)
-    w = _uniform(means) if weights is None else weights
-    return (w * per_component).sum(-1)
+    return (_weights(means, weights) * per_component).sum(-1)
 
 
 #: the golden ratio's fractional part: u_s = frac((s + 1/2) x this) is spread evenly over [0, 1) for every prefix
