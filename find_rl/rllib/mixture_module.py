@@ -22,7 +22,7 @@ from torch import nn
 from find_rl.objectives.mass_covering import log_prior, mix_in_prior, mixture_log_prob
 from find_rl.policies import latent_mean
 from find_rl.policies import mixture as mx
-from find_rl.rllib.noise_module import GaussianNoiseModule
+from find_rl.rllib.noise_module import GaussianNoiseModule, PerPromptSigmaModule
 from find_rl.rllib.noise_policy import NoisePolicyRLModule
 
 
@@ -87,7 +87,7 @@ class TorchGaussianMixture(TorchDistribution):
         return out
 
 
-class MixtureNoisePolicyModule(GaussianNoiseModule):
+class MixtureNoisePolicyModule(PerPromptSigmaModule):
     """K Gaussians per prompt, equal fixed weights or learned ones with a floor, a shared sigma (``--mixture-components``,
     ``--mixture-init``, ``--mixture-weight-floor``, ``mean_resolution``, ``learn_std``, ``min_std``); see
     :mod:`find_rl.policies.mixture`."""
@@ -99,11 +99,10 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
         self.components = int(pol.mixture_components)
         self.mean_shape = latent_mean.mean_shape(self.latent_shape, pol.mean_resolution)
         self.means = nn.Parameter(mx.initial_means(self.num_prompts, self.components, self.mean_shape, pol.mixture_init))
-        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, 1), requires_grad=bool(pol.learn_std))
+        self.init_log_std(1)
         self.weight_floor = pol.mixture_weight_floor  # None: equal, fixed weights
         self.weight_logits = nn.Parameter(torch.zeros(self.num_prompts, self.components),
                                           requires_grad=self.weight_floor is not None)
-        self.min_log_std = torch.log(torch.tensor(float(pol.min_std))).item()
 
     def mixture(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(means (N, K, D), log_std (N, D), weights (N, K))`` for a batch of prompt indices."""
@@ -141,11 +140,6 @@ class MixtureNoisePolicyModule(GaussianNoiseModule):
         if kind == "kl":
             return mx.kl_bound(means, log_std, weights)
         return (weights * means.pow(2).mean(-1)).sum(-1) + (log_std.exp() - 1.0).pow(2).mean(-1)
-
-    @override(NoisePolicyRLModule)
-    @torch.no_grad()
-    def project(self) -> None:
-        self.log_std.clamp_(min=self.min_log_std)
 
     @override(GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,7 +117,23 @@ class GaussianNoiseModule(NoisePolicyRLModule):
         return NoisePolicy(mean=mu.reshape(shape), std=log_std.exp().reshape(shape), **meta)
 
 
-class NoisePolicyModule(GaussianNoiseModule):
+class PerPromptSigmaModule(GaussianNoiseModule):
+    """What the per-prompt families share: ``log sigma`` per prompt (``n_std`` numbers each), learned only with
+    ``learn_std``, kept on or above ``log(min_std)`` by :meth:`project`."""
+
+    def init_log_std(self, n_std: int) -> None:
+        pol = self.policy
+        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, n_std), requires_grad=bool(pol.learn_std))
+        self.min_log_std = math.log(float(pol.min_std))
+
+    @override(NoisePolicyRLModule)
+    @torch.no_grad()
+    def project(self) -> None:
+        """Keep log sigma on or above its floor (called by the learner after each update)."""
+        self.log_std.clamp_(min=self.min_log_std)
+
+
+class NoisePolicyModule(PerPromptSigmaModule):
     """One Gaussian per prompt. Reads ``mean_resolution``, ``mean_upsampling`` ("bilinear", or "nearest":
     block-constant, as the flow's shift moves), ``mean_highpass``, ``std_mode`` ("scalar"|"element"), ``learn_std``
     and ``min_std`` from its :class:`~find_rl.core.settings.PolicySettings`."""
@@ -132,9 +148,7 @@ class NoisePolicyModule(GaussianNoiseModule):
         self.mu = nn.Parameter(torch.zeros(self.num_prompts, *self.mean_shape))
         self.mean_highpass = pol.mean_highpass  # block size whose block averages are removed from mu
         self.nearest = pol.mean_upsampling == "nearest"
-        n_std = 1 if pol.std_mode == "scalar" else math.prod(self.latent_shape)
-        self.log_std = nn.Parameter(torch.zeros(self.num_prompts, n_std), requires_grad=bool(pol.learn_std))
-        self.min_log_std = math.log(float(pol.min_std))
+        self.init_log_std(1 if pol.std_mode == "scalar" else math.prod(self.latent_shape))
 
     def distribution(self, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_sigma)``, each ``(N, D)``, for a batch of prompt indices."""
@@ -152,12 +166,6 @@ class NoisePolicyModule(GaussianNoiseModule):
         mu = mu.flatten(1)
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand_as(mu)
         return mu, log_std
-
-    @override(NoisePolicyRLModule)
-    @torch.no_grad()
-    def project(self) -> None:
-        """Keep log sigma on or above its floor (called by the learner after each update)."""
-        self.log_std.clamp_(min=self.min_log_std)
 
     @override(GaussianNoiseModule)
     def distribution_from_obs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
