@@ -61,6 +61,31 @@ def test_single_detector_term_keeps_its_attributes():
     assert set(out) >= {"score", "aligned", "valid"} and not out["aligned"].any()
 
 
+def _drawn_right_and_wrong(world: str) -> tuple[np.ndarray, str]:
+    """Two ground-truth images of the prompt and two near misses the shaped reward pays partial credit: scenes, ``a red
+    circle`` and two blue circles; shapes, ``a red square`` and two red circles."""
+    if world == "scenes":
+        from find_rl.worlds.scenes.render import render_prompts
+
+        rng = np.random.default_rng(0)
+        return render_prompts(["a red circle"] * 2 + ["a blue circle"] * 2, rng), "a red circle"
+    from find_rl.worlds.shapes.world import render
+
+    return np.stack([render(shape, 0, 7.5, 8.0, 5.0) for shape in (1, 1, 0, 0)]), "a red square"
+
+
+@pytest.mark.parametrize("world", ["shapes", "scenes"])
+def test_the_binary_world_reward_pays_the_verdict_alone(world):
+    """``NAME-binary``: 1 exactly on the aligned images and 0 on the rest, where the shaped reward pays partial credit."""
+    images, prompt = _drawn_right_and_wrong(world)
+    prompts = [prompt] * len(images)
+    shaped = make_reward(world)(images, prompts)
+    out = make_reward(f"{world}-binary").score(images, prompts)
+    np.testing.assert_array_equal(out["aligned"], [True, True, False, False])
+    np.testing.assert_array_equal(out["score"], [1.0, 1.0, 0.0, 0.0])
+    assert out["score"].dtype == np.float32 and (shaped[2:] > 0).all() and (shaped[:2] == 1).all()
+
+
 def test_bad_reward_models_are_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         make_reward(f"clip={tmp_path}/missing")

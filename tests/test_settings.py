@@ -120,6 +120,7 @@ def test_every_checked_field_is_covered_above():
      "--anchor-coeff is a setting of the per-prompt / amortized / mixture policy; the flow policy does not use it"),
     (dict(world="scenes", model="shapes"), "name the shapes world while --world is scenes"),
     (dict(reward=["shapes-strict"], world="scenes"), "name the shapes world while --world is scenes"),
+    (dict(reward=["scenes-binary"]), "name the scenes world while --world is shapes"),
 ])
 def test_cross_field_checks(kw, msg):
     with pytest.raises(ValueError, match=msg):

@@ -33,6 +33,10 @@ TEXT_FEATURES = ("pooled", "tokens")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 #: the embedded worlds (:mod:`find_rl.worlds`, one folder each): ``--world``, and each one's model and reward alias
 WORLD_NAMES = ("shapes", "scenes")
+#: each world's exact scorer as a reward, ``--reward WORLD`` + one of these: the shaped reward (1 when aligned,
+#: partial credit below), ``-strict`` (the same for the strict verdict), ``-binary`` (1 when aligned, else 0: no
+#: partial credit, which can rank a sure near miss above a chance of success; bench/RESULTS.md, "A blue circle")
+WORLD_REWARD_SUFFIXES = ("", "-strict", "-binary")
 #: the noise policy's default learning rate per world. shapes: lr 0.1 with a binding clip (bench/RESULTS.md, "Defaults
 #: that use the clip": the clip stops ~20% of samples per update and keeps lr 0.1 stable). scenes: at 0.1 Adam's
 #: normalised steps follow the noise of 32 samples per prompt on a 6-clause reward and the mean drifts off the model's
@@ -385,7 +389,7 @@ class RunSettings(_Part):
     model: str | None = setting(None, help="a diffusers pipeline folder or a hub id (default: the world's own model)")
     reward: list = setting(factory=list, cli={"action": "append", "metavar": "NAME[=PATH][:WEIGHT]"},
                            help="reward (repeat for a weighted sum; default: the world's exact scorer): shapes, "
-                                "shapes-strict, scenes, scenes-strict, clip=PATH, pickscore=PATH, aesthetic=PATH, "
+                                "shapes-strict, shapes-binary, scenes, scenes-strict, scenes-binary, clip=PATH, pickscore=PATH, aesthetic=PATH, "
                                 "xclip=PATH (video), imagereward=FOLDER, hpsv2=FOLDER")
     prompts: list = setting(factory=list, cli={"nargs": "+"},
                             help="prompts to train (default: the world's rare prompts the frozen model fails)")
@@ -422,7 +426,7 @@ class RunSettings(_Part):
             self.find = dataclasses.replace(self.find, lr=WORLD_LR[self.world])
         self.sampler = self.sampler.resolved(self.world)
         other = next((w for w in WORLD_NAMES if w != self.world and (self.model == w or any(
-            r.split(":")[0] in (w, f"{w}-strict") for r in self.reward))), None)
+            r.split(":")[0] in (w + x for x in WORLD_REWARD_SUFFIXES) for r in self.reward))), None)
         if other is not None:
             raise ValueError(f"--model / --reward name the {other} world while --world is {self.world}; "
                              f"add --world {other}, or drop --model / --reward")

@@ -29,13 +29,17 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 class WorldReward:
     """An embedded world's exact scorer (:meth:`find_rl.worlds.World.score`): its shaped reward in [0, 1] plus
-    ``aligned`` and ``strict`` flags per image; ``strict=True`` rewards the strict verdict (``--reward NAME-strict``)."""
+    ``aligned`` and ``strict`` flags per image; ``strict=True`` rewards the strict verdict (``--reward NAME-strict``),
+    ``binary=True`` pays the verdict alone, 1 or 0 (``--reward NAME-binary``)."""
 
-    def __init__(self, world: str = "shapes", *, strict: bool = False):
-        self.world, self.strict = get_world(world), bool(strict)
+    def __init__(self, world: str = "shapes", *, strict: bool = False, binary: bool = False):
+        self.world, self.strict, self.binary = get_world(world), bool(strict), bool(binary)
 
     def score(self, images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
-        return self.world.score(images, prompts, strict=self.strict)
+        out = self.world.score(images, prompts, strict=self.strict)
+        if self.binary:
+            out["score"] = np.asarray(out["aligned"], dtype=np.float32)
+        return out
 
     def __call__(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         return self.score(images, prompts)["score"]
@@ -279,6 +283,7 @@ def _checked(scores, n: int) -> np.ndarray:
 REWARDS: dict[str, Callable[..., Callable]] = {
     **{name: (lambda w: lambda **_: WorldReward(w))(name) for name in WORLD_NAMES},  # each world's exact scorer
     **{f"{name}-strict": (lambda w: lambda **_: WorldReward(w, strict=True))(name) for name in WORLD_NAMES},
+    **{f"{name}-binary": (lambda w: lambda **_: WorldReward(w, binary=True))(name) for name in WORLD_NAMES},
     "clip": lambda path, **kw: ClipScore(path, scale="fixed", **kw),
     "pickscore": lambda path, **kw: ClipScore(path, scale="logit", **kw),
     "aesthetic": lambda path, **kw: AestheticScore(path, **kw),
