@@ -22,11 +22,18 @@ Procedure for one image (``(3, H, W)`` in [-1, 1]):
 8. A circle leaves the corners of its box empty: in each quarter of the box, the part outside the inscribed
    ellipse may be at most ``MAX_CORNER_FILL`` (75%) foreground (the world's circles: at most 67%). A "D" with a
    flat side and two square corners, which beats the box template on IoU, fails here.
+9. A shape is drawn whole: where the blob's box reaches the image border, the blob's pixels on that border line may
+   exceed the shape's template's on the same box side by at most ``MAX_EDGE_EXCESS`` (2). A blob cut by the border
+   (a quarter disc in a corner, a shield flattened against the top edge) has a long straight run on the border where
+   the template has a tip or an arc, and fails here; the world's own images never reach the border, and a whole shape
+   that grazes it has its template's few pixels there.
 
 The previous detector fitted the templates inside the blob's own bounding box, so any rectangle matched the box
 template and FIND's default run learned to draw "a blue square" as a 2:1 bar with a faint red smear below it
 and "a green circle" as a "D" with two square corners (``bench/RESULTS.md``, "The mended detector"); steps 4, 5
-and 8 close that.
+and 8 close that. A mixture policy then drew "a green circle" as a blob cut by the image corner, which fitted the
+circle template inside its own (square) box (``bench/RESULTS.md``, "Shapes cut by the image border"); step 9
+closes that.
 
 Outputs per image: ``aligned`` (shape and colour both match the prompt), the detected attributes, and a graded
 ``score`` in [0, 1] used as the shaped reward::
@@ -64,6 +71,8 @@ STRAY_FLOOR = 0.15
 MAX_CORNER_FILL = 0.75
 #: Largest accepted stray mass (full-brightness pixels' worth of light more than one pixel off the blob).
 MAX_STRAY = 0.5
+#: Largest accepted excess of the blob's pixels over its shape template's on a box side that lies on the image border.
+MAX_EDGE_EXCESS = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class Detection:
     aspect: float = 1.0  # max(h / w, w / h) of the blob's bounding box
     stray: float = 0.0  # stray mass off the blob (step 4)
     corner_fill: float = 0.0  # the fullest corner region of the box (step 8)
+    edge_excess: int = 0  # the blob's pixels over its best template's on a box side on the image border (step 9)
 
     @property
     def clean(self) -> float:
@@ -111,6 +121,13 @@ def _fit(crop: np.ndarray) -> tuple[tuple[float, float, float], float]:
     return ious, float(np.max(filled / np.maximum(area, 1)))
 
 
+def _edge_excess(crop: np.ndarray, template: np.ndarray, on_border: tuple[bool, bool, bool, bool]) -> int:
+    """Step 9: the largest excess of ``crop``'s pixels over ``template``'s on a box side (top, bottom, left, right)
+    that lies on the image border; 0 when none does."""
+    sides = ((crop[0], template[0]), (crop[-1], template[-1]), (crop[:, 0], template[:, 0]), (crop[:, -1], template[:, -1]))
+    return max([int(a.sum()) - int(b.sum()) for (a, b), touch in zip(sides, on_border) if touch], default=0)
+
+
 def detect_batch(
     images: np.ndarray, *, min_iou: float = DEFAULT_IOU, min_purity: float = 0.8, min_pixels: int = 6
 ) -> list[Detection]:
@@ -144,11 +161,13 @@ def detect_batch(
         ious, corner_fill = _fit(crop)
         shape = int(np.argmax(ious))
         margin = ious[shape] - max(v for k, v in enumerate(ious) if k != shape)
+        edge = _edge_excess(crop, _TEMPLATE_CACHE[crop.shape][shape].astype(bool),
+                            (ry[0] == 0, ry[-1] == fg.shape[1] - 1, rx[0] == 0, rx[-1] == fg.shape[2] - 1))
         ok_shape = (ious[shape] >= min_iou and margin >= MIN_MARGIN[shape] and aspect <= MAX_ASPECT
                     and stray[i] <= MAX_STRAY and (shape != 0 or corner_fill <= MAX_CORNER_FILL)
-                    and ndimage.label(fg[i])[1] == 1)
+                    and edge <= MAX_EDGE_EXCESS and ndimage.label(fg[i])[1] == 1)
         out.append(Detection(shape if ok_shape else None, colour if purity >= min_purity else None, ious, purity, n,
-                             aspect, float(stray[i]), corner_fill))
+                             aspect, float(stray[i]), corner_fill, edge))
     return out
 
 
