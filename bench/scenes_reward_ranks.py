@@ -5,7 +5,7 @@ aligned, else ``UNALIGNED_SHARE`` x the clause credit) and ``--reward scenes-bin
 
 A group the shaped reward pays more than the prompt's expected reward, which every image of it earns alike, is a
 plateau a policy can walk onto and never leave: once every draw earns the same, the normalised advantage is 0
-(``bench/RESULTS.md``, "Partial credit's plateau and the binary reward").
+(``bench/RESULTS.md``, "Partial credit's plateau").
 
     python bench/scenes_reward_ranks.py "a blue circle"                 # 256 draws, noise seed 0
     python bench/scenes_reward_ranks.py "two cyan triangles" --samples 512 --seed 1

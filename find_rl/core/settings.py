@@ -35,7 +35,7 @@ DTYPE_NAMES = ("float32", "float16", "bfloat16")
 WORLD_NAMES = ("shapes", "scenes")
 #: each world's exact scorer as a reward, ``--reward WORLD`` + one of these: the shaped reward (1 when aligned,
 #: partial credit below), ``-strict`` (the same for the strict verdict), ``-binary`` (1 when aligned, else 0: no
-#: partial credit, which can rank a sure near miss above a chance of success; bench/RESULTS.md, "A blue circle")
+#: partial credit, which can rank a sure near miss above a chance of success; bench/RESULTS.md, "Partial credit's plateau")
 WORLD_REWARD_SUFFIXES = ("", "-strict", "-binary")
 #: the noise policy's default learning rate per world. shapes: lr 0.1 with a binding clip (bench/RESULTS.md, "Defaults
 #: that use the clip": the clip stops ~20% of samples per update and keeps lr 0.1 stable). scenes: at 0.1 Adam's
