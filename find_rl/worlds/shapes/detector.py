@@ -24,7 +24,7 @@ Procedure for one image (``(3, H, W)`` in [-1, 1]):
    flat side and two square corners, which beats the box template on IoU, fails here.
 9. A shape is drawn whole, inside the frame: the blob may have at most ``MAX_BORDER_PIXELS`` (2) pixels on the
    image's outermost rows and columns. The world's own images never reach the border; the frozen model's aligned
-   images that do graze it with 1-2 pixels (10 of ~1,800 aligned in 4,608 draws). A blob pressed against the border
+   images that do graze it with 1-2 pixels (10 of ~1,760 aligned in 4,608 draws). A blob pressed against the border
    (a quarter disc in a corner, a shield flattened against the top edge) has a run of pixels there and fails, whatever
    its template IoU inside its own, cut, box.
 
