@@ -233,6 +233,15 @@ class PolicySettings(_Part):
     mixture_weight_floor: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
                                                  help="mixture only: learn the weights, each kept at or above this share "
                                                       "(below 1/K); default: equal, fixed weights", only=MIXTURE)
+    mixture_seed_iterations: int = setting(0, check=at_least(0),
+                                           help="mixture only: draw N(0, I) for this many iterations, then place the K "
+                                                "components on K of the draws the reward called aligned (needs "
+                                                "--mean-resolution full; a prompt with none stays at N(0, I)); 0: no seeding",
+                                           only=MIXTURE)
+    mixture_width: float = setting(0.1, check=in_range(0, 1, open_low=True),
+                                   help="mixture only, with --mixture-seed-iterations: h, each seeded component is "
+                                        "N(sqrt(1 - h^2) z_k, h^2 I) around its aligned noise z_k (sigma h; below "
+                                        "--min-std too)", only=MIXTURE)
     flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
                                             help="flow only: the coupling nets' learning rate as a fraction of --lr (the "
                                                  "per-prompt shift and scale train at --lr)", only=FLOW)
@@ -244,6 +253,9 @@ class PolicySettings(_Part):
         if floor is not None and floor * self.mixture_components >= 1:
             raise ValueError(f"--mixture-weight-floor must be below 1/K = {1 / self.mixture_components:g} "
                              f"(K = --mixture-components {self.mixture_components}), got {floor:g}")
+        if self.mixture_seed_iterations and self.mean_resolution is not None:
+            raise ValueError("--mixture-seed-iterations places the components on whole aligned noises; add "
+                             f"--mean-resolution full (got {self.mean_resolution})")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
 
@@ -432,6 +444,9 @@ class RunSettings(_Part):
                              f"add --world {other}, or drop --model / --reward")
         check_prompts(self.prompts)
         check_prompts(self.eval_prompts, "--eval-prompts")
+        if self.policy.mixture_seed_iterations > self.loop.iterations:
+            raise ValueError(f"--mixture-seed-iterations {self.policy.mixture_seed_iterations} must be at most "
+                             f"--iterations {self.loop.iterations}")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
         self.check_family()

@@ -24,9 +24,13 @@ class RewardedReplay:
         self._logp: list[torch.Tensor | None] = [None] * self.num_groups
         self._obs: list[torch.Tensor | None] = [None] * self.num_groups
 
+    closed = False
+
     def add(self, z: torch.Tensor, logp: torch.Tensor, obs: torch.Tensor, group: torch.Tensor, rewarded: torch.Tensor) -> None:
         """Keep the rewarded rows (``z`` (N, D), joint behaviour ``logp`` (N,), ``obs`` (N, O), ``group`` (N,) prompt index);
-        each prompt keeps its newest ``size``."""
+        each prompt keeps its newest ``size``. Nothing once :meth:`clear` closed it."""
+        if self.closed:
+            return
         keep = rewarded.bool()
         for g in torch.unique(group[keep]).tolist():
             sel = keep & (group == g)
@@ -36,6 +40,15 @@ class RewardedReplay:
 
     def __len__(self) -> int:
         return sum(len(z) for z in self._z if z is not None)
+
+    def noises(self, group: int) -> torch.Tensor | None:
+        """The kept noises of prompt ``group``, ``(n, D)``, or None."""
+        return self._z[group]
+
+    def clear(self) -> None:
+        """Forget every row and stop keeping new ones (the seeded mixture's store, once it has seeded)."""
+        self._z, self._logp, self._obs = ([None] * self.num_groups for _ in range(3))
+        self.closed = True
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """``(z, logp, obs, group)`` over every prompt, or None when empty."""
@@ -47,10 +60,11 @@ class RewardedReplay:
                 torch.cat([self._obs[g] for g in groups]), group)
 
     def get_state(self) -> dict:
-        return {"z": list(self._z), "logp": list(self._logp), "obs": list(self._obs)}
+        return {"z": list(self._z), "logp": list(self._logp), "obs": list(self._obs), "closed": self.closed}
 
     def set_state(self, state: dict) -> None:
         self._z, self._logp, self._obs = list(state["z"]), list(state["logp"]), list(state["obs"])
+        self.closed = bool(state.get("closed", False))
 
 
 class RenderReplay:

@@ -27,6 +27,16 @@ pairs +-s v_j (v_j fixed random directions of unit RMS at the mean's resolution,
 K keeps one component at 0): the mixture's mean is exactly 0 at iteration 0 and each component sits ``s``
 (``--mixture-init``) per element from the origin.
 
+Seeding (``--mixture-seed-iterations N``, ``--mixture-width h``). The target of FIND's objective at small beta is the
+frozen model's noise distribution restricted to its aligned set, which rejection sampling draws, and the frozen model
+itself draws a rare prompt's aligned images at 5-35%. A seeded mixture starts at N(0, I) (every component at 0, sigma 1)
+for N iterations, keeps the draws the reward calls aligned, and then places its K components on K of them
+(``seeded_means``): component k is N(sqrt(1 - h^2) z_k, h^2 I), a kernel density estimate of the aligned noises in
+which every component is one aligned noise with a little fresh noise mixed in (averaged over z_k ~ N(0, I) this kernel
+gives N(0, I) back exactly: it is the preconditioned Crank-Nicolson move). Its K components sit wherever the frozen
+model put the prompt's objects, so it keeps their spread by construction; FIND then goes on from there. The means are
+full-resolution latents (``--mean-resolution full``): a 4 x 4 view of an aligned noise does not carry its image.
+
 Drawing S samples of a prompt from the exported policy maps base noise eps_s ~ N(0, I) through one component each,
 chosen without randomness (``component_of``): ``s mod K`` for equal weights (stratified: each component draws S/K),
 else systematic sampling of the weights at a golden-ratio sequence (every prefix of the draws close to the weights),
@@ -55,6 +65,20 @@ def initial_means(num_prompts: int, components: int, mean_shape: tuple[int, ...]
         out[:, 0 : 2 * pairs : 2] = scale * v[:, :pairs]
         out[:, 1 : 2 * pairs : 2] = -scale * v[:, :pairs]
     return out
+
+
+def seeded_means(noises: torch.Tensor, components: int, width: float, *, seed: int = INIT_SEED) -> torch.Tensor:
+    """``(K, D)``: K component means on the aligned noises ``noises (n, D)``, n >= 1: K of them drawn without replacement
+    when n >= K, else all of them in a random order, each used in turn (component k on noise k mod n); each scaled by
+    sqrt(1 - h^2), h = ``width`` in (0, 1], so that the component N(sqrt(1 - h^2) z, h^2 I) of a z ~ N(0, I) is N(0, I)."""
+    if not 0 < width <= 1:
+        raise ValueError(f"mixture width must be in (0, 1], got {width}")
+    n = len(noises)
+    if n < 1:
+        raise ValueError("seeded_means needs at least one aligned noise")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    chosen = order[:components] if n >= components else order[torch.arange(components) % n]
+    return math.sqrt(1.0 - width * width) * noises.reshape(n, -1)[chosen]
 
 
 def weights_from_logits(logits: torch.Tensor, floor: float | None) -> torch.Tensor:

@@ -6,7 +6,8 @@
    calibrated reward ``r - g(mu, sigma, c)`` from :class:`~find_rl.objectives.calibration.RewardCalibrator` (or the
    batch mean, a running mean, none), which this piece feeds; it writes ``advantages`` and ``value_targets`` (the raw
    rewards, for RLlib's explained variance and the mass-covering objectives);
-3. :class:`FeedReplays`: the flow's rewarded-noise replay and the render replay take this batch's valid rows;
+3. :class:`FeedReplays`: the flow's rewarded-noise replay, the seeded mixture's aligned draws and the render replay
+   take this batch's valid rows;
 4. :class:`TrackAlignment`: each prompt's aligned rate adapts its anchor weight (``--target-alignment``) and is logged.
 
 Preconditions: they run after ``NumpyToTensor`` on a batch ``{module_id: {column: tensor}}`` built from one-step
@@ -103,12 +104,14 @@ class CalibrateRewards(_Piece):
 
 
 class FeedReplays(_Piece):
-    """The rewarded-noise replay (``--replay-coeff``) and the render replay (``--render-replay``) take the valid rows;
-    "rewarded" = aligned where the reward says so, else above the prompt's batch mean."""
+    """The rewarded-noise replay (``--replay-coeff``), the seeded mixture's store of aligned draws while it seeds
+    (``--mixture-seed-iterations``) and the render replay (``--render-replay``) take the valid rows; "rewarded" =
+    aligned where the reward says so, else above the prompt's batch mean."""
 
-    def __init__(self, input_observation_space=None, input_action_space=None, *, replay=None, render_replay=None, **kwargs):
+    def __init__(self, input_observation_space=None, input_action_space=None, *, replay=None, render_replay=None,
+                 seeds=None, **kwargs):
         super().__init__(input_observation_space, input_action_space, **kwargs)
-        self.replay, self.render_replay = replay, render_replay
+        self.replay, self.render_replay, self.seeds = replay, render_replay, seeds
 
     def __call__(self, *, rl_module, batch: dict[str, Any], episodes, metrics=None, **kwargs):
         for module_id, mb in batch.items():
@@ -118,14 +121,16 @@ class FeedReplays(_Piece):
             obs = mb[Columns.OBS][rows]
             group = self.layout.prompt_index(obs)
             rewards = mb[Columns.REWARDS][rows].float()
-            if self.replay is not None:
+            stores = [r for r in (self.replay, self.seeds) if r is not None and not r.closed]
+            if stores:
                 infos = _infos(episodes, len(mb[Columns.LOSS_MASK]))
                 if any("aligned" in infos[r] for r in rows.tolist()):
                     rewarded = torch.as_tensor(np.array([bool(infos[r].get("aligned", False)) for r in rows.tolist()]))
                 else:
                     means = per_prompt_mean(rewards.cpu().numpy(), group.cpu().numpy(), len(self.prompts))
                     rewarded = rewards.cpu() > torch.as_tensor(means, dtype=torch.float32)[group.cpu()]
-                self.replay.add(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, group.cpu(), rewarded)
+                for store in stores:
+                    store.add(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, group.cpu(), rewarded)
             if self.render_replay is not None:  # staged now, joins the replay after this batch's update
                 self.render_replay.stage(mb[Columns.ACTIONS][rows], mb[Columns.ACTION_LOGP][rows], obs, rewards, group)
         return batch
@@ -162,8 +167,8 @@ class TrackAlignment(_Piece):
 
 
 def reward_pieces(*, calibrator: RewardCalibrator, prompts: list[str], anchor=None, replay=None,
-                  render_replay=None) -> list[ConnectorV2]:
+                  render_replay=None, seeds=None) -> list[ConnectorV2]:
     """The pieces in their order (each reads what the one before wrote)."""
     return [MaskInvalidRewards(prompts=prompts), CalibrateRewards(calibrator=calibrator, prompts=prompts),
-            FeedReplays(prompts=prompts, replay=replay, render_replay=render_replay),
+            FeedReplays(prompts=prompts, replay=replay, render_replay=render_replay, seeds=seeds),
             TrackAlignment(prompts=prompts, anchor=anchor)]

@@ -9,7 +9,9 @@ Hooks (each marked ``@override``):
   reached only through the policy-family protocol (:class:`~find_rl.rllib.noise_policy.NoisePolicyRLModule`).
 - ``configure_optimizers_for_module``: one Adam per parameter group a module names (the flow), else RLlib's.
 - ``after_gradient_based_update``: the render replay commits this iteration's renders; every module projects; the
-  mass-covering target's temperature moves to the next iteration's (``--beta-final``).
+  mass-covering target's temperature moves to the next iteration's (``--beta-final``); a seeding family
+  (``--mixture-seed-iterations``) is placed on the aligned draws it collected, after its last seeding iteration, during
+  which the loss was 0.
 - ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history), the adaptive anchor, the replays and
   the iterations done (the beta schedule's clock) are part of the checkpoint.
 """
@@ -38,6 +40,7 @@ CALIBRATION_STATE = "reward_calibration"
 ANCHOR_STATE = "adaptive_anchor"
 REPLAY_STATE = "rewarded_replay"
 RENDER_REPLAY_STATE = "render_replay"
+SEEDS_STATE = "seed_draws"
 ITERATIONS_STATE = "iterations_done"
 
 
@@ -70,6 +73,9 @@ class FindPPOTorchLearner(PPOTorchLearner):
         self.replay = RewardedReplay(num_groups=len(self.prompts), size=s.replay_size) if s.replay_coeff > 0 else None
         self.render_replay = (RenderReplay(num_groups=len(self.prompts), size=s.render_replay)
                               if s.mass_covering and s.render_replay > 0 else None)
+        # a seeding family (the seeded mixture): the aligned draws it will be placed on, collected while it seeds
+        self.seed_iterations, seed_draws = module.seeding()
+        self.seeds = RewardedReplay(num_groups=len(self.prompts), size=seed_draws) if self.seed_iterations else None
         self.objective = make_objective(s)
         # PPO's knobs are read under RLlib's names from the config (config.training(clip_param=...) is honoured)
         clip = None if math.isinf(self.config.clip_param) else float(self.config.clip_param)
@@ -80,7 +86,7 @@ class FindPPOTorchLearner(PPOTorchLearner):
             # One-step episodes: advantages are calibrated rewards, not GAE over a trajectory.
             self._learner_connector.remove(GeneralAdvantageEstimation)
             for piece in reward_pieces(calibrator=self.calibrator, prompts=self.prompts, anchor=self.adaptive_anchor,
-                                       replay=self.replay, render_replay=self.render_replay):
+                                       replay=self.replay, render_replay=self.render_replay, seeds=self.seeds):
                 self._learner_connector.append(piece)
 
     def _beta(self) -> float:
@@ -94,6 +100,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
             return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
         module = self.module[module_id].unwrapped()
         loss, metrics = self.objective.loss(module, batch, fwd_out, mask, self.state_for_objective)
+        if self.iterations_done < self.seed_iterations:  # seeding: the draws are collected, nothing is learned
+            loss, metrics = loss * 0.0, {**metrics, keys.SEEDING: 1.0}
         self.metrics.log_dict(metrics, key=(module_id, keys.FIND), window=1)
         return loss
 
@@ -118,6 +126,10 @@ class FindPPOTorchLearner(PPOTorchLearner):
         for module in self.module.values():
             module.unwrapped().project()
         self.iterations_done += 1
+        if self.seeds is not None and self.iterations_done == self.seed_iterations:
+            for module in self.module.values():
+                module.unwrapped().seed([self.seeds.noises(g) for g in range(len(self.prompts))])
+            self.seeds.clear()  # the connector stops feeding it once seeding is over
         self.state_for_objective.beta = self._beta()
 
     @override(PPOTorchLearner)
@@ -133,6 +145,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
             state[REPLAY_STATE] = self.replay.get_state()
         if self.render_replay is not None and self._check_component(RENDER_REPLAY_STATE, components, not_components):
             state[RENDER_REPLAY_STATE] = self.render_replay.get_state()
+        if self.seeds is not None and self._check_component(SEEDS_STATE, components, not_components):
+            state[SEEDS_STATE] = self.seeds.get_state()
         return state
 
     @override(PPOTorchLearner)
@@ -149,3 +163,5 @@ class FindPPOTorchLearner(PPOTorchLearner):
             self.replay.set_state(state[REPLAY_STATE])
         if RENDER_REPLAY_STATE in state and self.render_replay is not None:
             self.render_replay.set_state(state[RENDER_REPLAY_STATE])
+        if SEEDS_STATE in state and self.seeds is not None:
+            self.seeds.set_state(state[SEEDS_STATE])

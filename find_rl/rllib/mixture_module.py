@@ -11,6 +11,8 @@ objectives, the checkpoints) is the family-free learner's.
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import torch
 from ray.rllib.core.columns import Columns
@@ -89,7 +91,8 @@ class TorchGaussianMixture(TorchDistribution):
 
 class MixtureNoisePolicyModule(PerPromptSigmaModule):
     """K Gaussians per prompt, equal fixed weights or learned ones with a floor, a shared sigma (``--mixture-components``,
-    ``--mixture-init``, ``--mixture-weight-floor``, ``mean_resolution``, ``learn_std``, ``min_std``); see
+    ``--mixture-init``, ``--mixture-weight-floor``, ``--mixture-seed-iterations``, ``--mixture-width``,
+    ``mean_resolution``, ``learn_std``, ``min_std``); see
     :mod:`find_rl.policies.mixture`."""
 
     @override(TorchRLModule)
@@ -98,8 +101,12 @@ class MixtureNoisePolicyModule(PerPromptSigmaModule):
         pol = self.policy
         self.components = int(pol.mixture_components)
         self.mean_shape = latent_mean.mean_shape(self.latent_shape, pol.mean_resolution)
-        self.means = nn.Parameter(mx.initial_means(self.num_prompts, self.components, self.mean_shape, pol.mixture_init))
+        # seeding starts at N(0, I) exactly: every component at 0
+        init = 0.0 if pol.mixture_seed_iterations else pol.mixture_init
+        self.means = nn.Parameter(mx.initial_means(self.num_prompts, self.components, self.mean_shape, init))
         self.init_log_std(1)
+        if pol.mixture_seed_iterations:  # the seeded components' sigma h may sit below --min-std
+            self.min_log_std = min(self.min_log_std, math.log(pol.mixture_width))
         self.weight_floor = pol.mixture_weight_floor  # None: equal, fixed weights
         self.weight_logits = nn.Parameter(torch.zeros(self.num_prompts, self.components),
                                           requires_grad=self.weight_floor is not None)
@@ -112,6 +119,25 @@ class MixtureNoisePolicyModule(PerPromptSigmaModule):
         means = means.reshape(n, self.components, -1)
         log_std = self.log_std[prompt_index].clamp(min=self.min_log_std).expand(n, means.shape[-1])
         return means, log_std, mx.weights_from_logits(self.weight_logits[prompt_index], self.weight_floor)
+
+    @override(NoisePolicyRLModule)
+    def seeding(self) -> tuple[int, int]:
+        """``--mixture-seed-iterations``, and K draws per prompt: the newest K aligned draws are K i.i.d. ones."""
+        return int(self.policy.mixture_seed_iterations), self.components
+
+    @override(NoisePolicyRLModule)
+    @torch.no_grad()
+    def seed(self, noises: list[torch.Tensor | None]) -> None:
+        """Each prompt with aligned draws: its K means on K of them (:func:`find_rl.policies.mixture.seeded_means`),
+        sigma h, equal weight logits; a prompt with none stays as it is."""
+        h = float(self.policy.mixture_width)
+        for g, z in enumerate(noises):
+            if z is None or len(z) == 0:
+                continue
+            m = mx.seeded_means(z.to(self.means.device, self.means.dtype), self.components, h, seed=mx.INIT_SEED + g)
+            self.means[g] = m.reshape(self.components, *self.mean_shape)
+            self.log_std[g] = math.log(h)
+            self.weight_logits[g] = 0.0
 
     @override(TorchRLModule)
     def _forward(self, batch, **kwargs):
