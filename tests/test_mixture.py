@@ -179,3 +179,81 @@ def test_learned_weights_train_and_export(tmp_path):
     assert (idx == 0).float().mean() > 0.75
     with pytest.raises(ValueError, match="--mixture-weight-floor must be below 1/K = 0.25"):
         PolicySettings(policy_type="mixture", mixture_weight_floor=0.3)
+
+
+# ------------------------------------------------------------------------------------------------ seeding
+def test_seeded_means_draw_k_distinct_aligned_noises_scaled_to_keep_n_zero_i():
+    z = torch.randn(10, D, generator=torch.Generator().manual_seed(1))
+    m = mx.seeded_means(z, 4, 0.3)
+    scale = math.sqrt(1 - 0.09)
+    hits = [[i for i in range(10) if torch.allclose(row, scale * z[i])] for row in m]
+    assert all(len(h) == 1 for h in hits) and len({h[0] for h in hits}) == 4  # 4 different aligned noises
+    assert torch.equal(m, mx.seeded_means(z, 4, 0.3))  # deterministic (the same in every process)
+    assert not torch.equal(m, mx.seeded_means(z, 4, 0.3, seed=1))
+    few = mx.seeded_means(z[:3], 7, 0.3)  # fewer noises than components: each used in turn
+    used = [next(i for i in range(3) if torch.allclose(row, scale * z[i])) for row in few]
+    assert sorted(used[:3]) == [0, 1, 2] and used[3:] == used[:3] + used[:1]
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        mx.seeded_means(z, 4, 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        mx.seeded_means(z[:0], 4, 0.3)
+
+
+def test_a_seeded_component_of_a_prior_draw_is_the_prior():
+    """N(sqrt(1 - h^2) z, h^2 I) with z ~ N(0, I) is N(0, I): seeding on unselected draws would change nothing."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 4, generator=g)
+    h = 0.2
+    x = math.sqrt(1 - h * h) * z + h * torch.randn(20000, 4, generator=g)
+    assert torch.allclose(x.mean(0), torch.zeros(4), atol=0.03) and torch.allclose(x.std(0), torch.ones(4), atol=0.03)
+
+
+def test_module_seeds_each_prompt_on_its_aligned_draws_and_leaves_one_without_draws_alone():
+    mod = _module(num_prompts=3, mean_resolution=None, mixture_components=4, mixture_seed_iterations=2, mixture_width=0.1)
+    assert mod.seeding() == (2, 4)
+    assert mod.means.abs().max() == 0 and mod.log_std.abs().max() == 0  # seeding starts at N(0, I) exactly
+    z = torch.randn(6, D)
+    mod.seed([z[:5], None, z[5:]])
+    means, log_std, weights = mod.mixture(torch.tensor([0, 1, 2]))
+    scale = math.sqrt(1 - 0.01)
+    assert all(any(torch.allclose(means[0, k], scale * z[i], atol=1e-6) for i in range(5)) for k in range(4))
+    assert means[1].abs().max() == 0 and log_std[1].abs().max() == 0  # no aligned draw: still N(0, I)
+    assert torch.allclose(means[2], (scale * z[5]).expand(4, D), atol=1e-6)  # one draw: every component on it
+    assert torch.allclose(log_std[[0, 2]].exp(), torch.full((2, D), 0.1))
+    mod.project()  # the floor (--min-std 0.5) does not lift the seeded sigma
+    assert torch.allclose(mod.mixture(torch.tensor([0]))[1].exp(), torch.full((1, D), 0.1))
+    assert torch.allclose(weights, torch.full((3, 4), 0.25))
+
+
+def test_seeding_settings_are_checked_in_one_line():
+    with pytest.raises(ValueError, match="--mean-resolution full"):
+        PolicySettings(policy_type="mixture", mixture_seed_iterations=3)
+    with pytest.raises(ValueError, match="--mixture-width"):
+        PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_iterations=3, mixture_width=0.0)
+    with pytest.raises(ValueError, match="--mixture-seed-iterations"):
+        PolicySettings(policy_type="per-prompt", mixture_seed_iterations=3)
+    with pytest.raises(ValueError, match="at most --iterations 5"):
+        from find_rl.core.settings import LoopSettings
+
+        RunSettings(prompts=["a green circle"], loop=LoopSettings(iterations=5),
+                    policy=PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_iterations=6))
+
+
+def test_the_seed_store_keeps_the_newest_aligned_draws_until_cleared_and_checkpoints_its_state():
+    from find_rl.objectives.replay import RewardedReplay
+
+    store = RewardedReplay(num_groups=2, size=3)
+    z = torch.arange(10.0)[:, None].expand(10, D)
+    store.add(z[:5], torch.zeros(5), torch.zeros(5, 2), torch.tensor([0, 0, 1, 0, 0]), torch.tensor([1, 1, 1, 0, 1]))
+    store.add(z[5:], torch.zeros(5), torch.zeros(5, 2), torch.zeros(5, dtype=torch.long), torch.tensor([1, 1, 0, 0, 0]))
+    assert store.noises(0)[:, 0].tolist() == [4.0, 5.0, 6.0] and store.noises(1)[:, 0].tolist() == [2.0]
+    state = store.get_state()
+    store.clear()
+    assert store.noises(0) is None and store.closed
+    store.add(z, torch.zeros(10), torch.zeros(10, 2), torch.zeros(10, dtype=torch.long), torch.ones(10))
+    assert store.noises(0) is None  # closed: a resumed run past its seeding keeps nothing more
+    fresh = RewardedReplay(num_groups=2, size=3)
+    fresh.set_state(state)
+    assert fresh.noises(0)[:, 0].tolist() == [4.0, 5.0, 6.0] and not fresh.closed
+    fresh.set_state(store.get_state())
+    assert fresh.closed

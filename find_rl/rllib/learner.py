@@ -99,9 +99,12 @@ class FindPPOTorchLearner(PPOTorchLearner):
         if not mask.any():  # every reward in this minibatch was invalid: nothing to learn from
             return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
         module = self.module[module_id].unwrapped()
-        loss, metrics = self.objective.loss(module, batch, fwd_out, mask, self.state_for_objective)
         if self.iterations_done < self.seed_iterations:  # seeding: the draws are collected, nothing is learned
-            loss, metrics = loss * 0.0, {**metrics, keys.SEEDING: 1.0}
+            with torch.no_grad():  # the metrics only (no backward through K full-resolution components)
+                _, metrics = self.objective.loss(module, batch, fwd_out, mask, self.state_for_objective)
+            self.metrics.log_dict({**metrics, keys.SEEDING: 1.0}, key=(module_id, keys.FIND), window=1)
+            return fwd_out[Columns.ACTION_DIST_INPUTS].sum() * 0.0
+        loss, metrics = self.objective.loss(module, batch, fwd_out, mask, self.state_for_objective)
         self.metrics.log_dict(metrics, key=(module_id, keys.FIND), window=1)
         return loss
 
