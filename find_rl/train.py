@@ -44,6 +44,8 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings from parsed flags, resolved against the model (:func:`find_rl.run.find_run.resolve`)."""
     from find_rl.run.find_run import resolve
 
+    if args.recipe is None and args.policy_type is not None:  # a family named: its own defaults, not the world's recipe
+        args.recipe = "paper"
     parts = {name: fields.from_args(cls, args) for name, cls in PARTS.items()}
     run = fields.from_args(RunSettings, args, **parts)
     run.check_family(fields.given_names(args))  # a flag of another policy family, even at its default value

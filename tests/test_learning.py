@@ -60,7 +60,7 @@ def test_the_same_run_with_the_advantage_sign_flipped_does_not_learn(ray_local, 
 
 
 def test_a_seeded_mixture_sits_on_aligned_draws_and_draws_the_prompt_more_often(ray_local, tmp_path):
-    """``--mixture-seed-iterations``: after 10 iterations of N(0, I) draws every component sits on one of them that
+    """``--mixture-seed-share``: after 9 of 12 iterations of N(0, I) draws every component sits on one of them that
     the detector called aligned (rendered again, its noise gives an aligned image: the sampler is deterministic), and
     the iterations after it draw the prompt far more often than the frozen model."""
     import torch
@@ -72,15 +72,15 @@ def test_a_seeded_mixture_sits_on_aligned_draws_and_draws_the_prompt_more_often(
 
     h = 0.1
     run = resolve(RunSettings(prompts=[PROMPT], samples_per_prompt=32).replace(
-        iterations=14, lr=0.05, threads=2, seed=0, policy_type="mixture", mixture_components=4, mean_resolution=None,
-        mixture_seed_iterations=10, mixture_width=h))
+        iterations=12, lr=0.05, threads=2, seed=0, policy_type="mixture", mixture_components=4, mean_resolution=None,
+        mixture_seed_share=0.75, mixture_width=h))
     with FindRun(run, tmp_path, live_metrics=False) as fr:
-        rows = list(fr.iterations(10, checkpoints=False))
+        rows = list(fr.iterations(9, checkpoints=False))
         pol = fr.policy()  # just seeded: each component on one aligned draw
         rows += list(fr.iterations(checkpoints=False))
-    seeding = np.mean([r.reward_mean for r in rows[:10]])  # N(0, I): the frozen model's
-    seeded = np.mean([r.reward_mean for r in rows[10:]])
-    assert len(rows) == 14 and all(r.mu_abs_mean == 0 for r in rows[:10]) and rows[-1].mu_abs_mean > 0.3
+    seeding = np.mean([r.reward_mean for r in rows[:9]])  # N(0, I): the frozen model's
+    seeded = np.mean([r.reward_mean for r in rows[9:]])
+    assert len(rows) == 12 and all(r.mu_abs_mean == 0 for r in rows[:9]) and rows[-1].mu_abs_mean > 0.3
     assert seeded > seeding + 0.3, (seeding, seeded)
     assert torch.allclose(pol.std, torch.full_like(pol.std, h))
     draws = pol.means[0] / (1 - h * h) ** 0.5  # the aligned draws themselves

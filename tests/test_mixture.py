@@ -209,8 +209,8 @@ def test_a_seeded_component_of_a_prior_draw_is_the_prior():
 
 
 def test_module_seeds_each_prompt_on_its_aligned_draws_and_leaves_one_without_draws_alone():
-    mod = _module(num_prompts=3, mean_resolution=None, mixture_components=4, mixture_seed_iterations=2, mixture_width=0.1)
-    assert mod.seeding() == (2, 4)
+    mod = _module(num_prompts=3, mean_resolution=None, mixture_components=4, mixture_seed_share=0.25, mixture_width=0.1)
+    assert mod.seeding() == (0.25, 4)
     assert mod.means.abs().max() == 0 and mod.log_std.abs().max() == 0  # seeding starts at N(0, I) exactly
     z = torch.randn(6, D)
     mod.seed([z[:5], None, z[5:]])
@@ -227,16 +227,13 @@ def test_module_seeds_each_prompt_on_its_aligned_draws_and_leaves_one_without_dr
 
 def test_seeding_settings_are_checked_in_one_line():
     with pytest.raises(ValueError, match="--mean-resolution full"):
-        PolicySettings(policy_type="mixture", mixture_seed_iterations=3)
+        PolicySettings(policy_type="mixture", mixture_seed_share=0.25)
     with pytest.raises(ValueError, match="--mixture-width"):
-        PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_iterations=3, mixture_width=0.0)
-    with pytest.raises(ValueError, match="--mixture-seed-iterations"):
-        PolicySettings(policy_type="per-prompt", mixture_seed_iterations=3)
-    with pytest.raises(ValueError, match="at most --iterations 5"):
-        from find_rl.core.settings import LoopSettings
-
-        RunSettings(prompts=["a green circle"], loop=LoopSettings(iterations=5),
-                    policy=PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_iterations=6))
+        PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_share=0.25, mixture_width=0.0)
+    with pytest.raises(ValueError, match="--mixture-seed-share"):
+        PolicySettings(policy_type="mixture", mean_resolution=None, mixture_seed_share=1.5)
+    with pytest.raises(ValueError, match="--mixture-seed-share"):
+        PolicySettings(policy_type="per-prompt", mixture_seed_share=0.25)
 
 
 def test_the_seed_store_keeps_the_newest_aligned_draws_until_cleared_and_checkpoints_its_state():

@@ -51,6 +51,9 @@ BAD = [
     (PolicySettings, "mixture_components", 0, "--mixture-components must be >= 1"),
     (PolicySettings, "mixture_init", NAN, "--mixture-init must be a finite number >= 0"),
     (PolicySettings, "mixture_weight_floor", -0.1, "--mixture-weight-floor must be in"),
+    (PolicySettings, "mixture_seed_share", 1.5, "--mixture-seed-share must be in [0, 1]"),
+    (PolicySettings, "mixture_width", 0.0, "--mixture-width must be in (0, 1]"),
+    (RunSettings, "recipe", "fast", "--recipe must be one of"),
     (FindSettings, "prior_kl_coeff", -1.0, "--kl-coeff must be a finite number >= 0"),
     (FindSettings, "replay_coeff", NAN, "--replay-coeff must be a finite number >= 0"),
     (FindSettings, "replay_size", 0, "--replay-size must be >= 1"),
@@ -168,9 +171,37 @@ def test_checks_that_need_the_latent_shape(kw, msg):
 def test_the_world_supplies_the_default_model_and_reward():
     run = RunSettings()
     assert (run.world, run.model, run.reward) == ("shapes", "shapes", ["shapes"])
-    run = RunSettings(world="scenes")
-    assert (run.model, run.reward) == ("scenes", ["scenes"])
+    run = RunSettings(world="scenes")  # the scenes world's recipe: the seeded mixture on the binary reward
+    assert (run.model, run.reward, run.recipe) == ("scenes", ["scenes-binary"], "seeded")
+    assert RunSettings(world="scenes", recipe="paper").reward == ["scenes"]
     assert RunSettings(world="scenes", reward=["clip=some/clip"]).reward == ["clip=some/clip"]
+
+
+def test_the_recipe_fills_only_what_was_left_at_its_default():
+    seeded = RunSettings(world="scenes").policy
+    assert (seeded.policy_type, seeded.mean_resolution, seeded.mixture_components, seeded.mixture_seed_share) == (
+        "mixture", None, 32, 0.25)
+    assert RunSettings(world="scenes").replace(iterations=4, seed=1).policy == seeded  # idempotent
+    assert RunSettings.from_dict(RunSettings(world="scenes").to_dict()) == RunSettings(world="scenes")
+    assert RunSettings(recipe="seeded").reward == ["shapes-binary"]  # any world
+    own = RunSettings(world="scenes", recipe="seeded", policy=PolicySettings(policy_type="mixture", mixture_components=16))
+    assert (own.policy.mixture_components, own.policy.mixture_seed_share) == (16, 0.25)
+    amortized = RunSettings(world="scenes", policy=PolicySettings(policy_type="amortized"))
+    assert (amortized.recipe, amortized.policy.policy_type, amortized.reward) == ("paper", "amortized", ["scenes"])
+    assert RunSettings(world="scenes", recipe="paper").policy == PolicySettings()
+    with pytest.raises(ValueError, match="--recipe seeded trains a mixture; drop --policy-type flow or pass --recipe paper"):
+        RunSettings(world="scenes", recipe="seeded", policy=PolicySettings(policy_type="flow"))
+
+
+def test_a_family_named_on_the_command_line_takes_its_own_defaults_not_the_worlds_recipe():
+    from find_rl import train
+
+    parser = train.build_parser()
+    args = parser.parse_args(["--world", "scenes", "--policy-type", "per-prompt"])
+    run = train.settings_from_args(args)
+    assert (run.recipe, run.policy.policy_type, run.reward) == ("paper", "per-prompt", ["scenes"])
+    run = train.settings_from_args(parser.parse_args(["--world", "scenes"]))
+    assert (run.recipe, run.policy.policy_type, run.reward) == ("seeded", "mixture", ["scenes-binary"])
 
 
 def test_part_level_combinations():

@@ -42,8 +42,10 @@ def run_key(cs: CompareSettings, method: str) -> dict:
     if info.trains_with_find_run:  # trained through find_rl.run.find_run: its defaults too
         from find_rl.core.settings import RunSettings
 
-        defaults = RunSettings().to_dict()
+        defaults = RunSettings(world=cs.world).to_dict()  # the world's recipe (scenes: the seeded mixture)
         key |= {"run_defaults": {part: defaults[part] for part in ("policy", "find")}}
+        if cs.world != "shapes":
+            key |= {"reward": defaults["reward"]}
     if info.kind == "amortized":
         key |= {"amortized_hidden": cs.amortized_hidden}
     if info.amortized == "held-out":

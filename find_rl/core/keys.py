@@ -25,7 +25,7 @@ STD_MEAN = "std_mean"
 ESS = "ess"  # mass-covering objectives: normalised effective sample size of q* under the behaviour, mean over prompts
 LOG_Z = "log_z"
 REPLAYED = "replayed_renders"
-SEEDING = "seeding"  # 1 while a seeding family (--mixture-seed-iterations) only collects aligned draws
+SEEDING = "seeding"  # 1 while a seeding family (--mixture-seed-share) only collects aligned draws
 BETA = "beta"  # mass-covering objectives: the target's temperature this iteration (annealed with --beta-final)
 # per iteration, beside the learner's metrics (find_rl.run.tracking)
 ITERATION_S = "iteration_s"

@@ -43,6 +43,14 @@ WORLD_REWARD_SUFFIXES = ("", "-strict", "-binary")
 #: aligned region (seed 0: 0.19 -> 0.00); at 0.02 it learns (bench/RESULTS.md, "The scenes world")
 WORLD_LR = {"shapes": 0.1, "scenes": 0.02}
 POLICY_TYPES = ("per-prompt", "amortized", "flow", "mixture")
+#: ``--recipe``: what a run trains when no policy family is named. ``paper``: FIND's Gaussian per prompt on the world's
+#: (shaped) reward. ``seeded``: the seeded mixture (SEEDED_POLICY: 32 components placed on aligned draws of the frozen
+#: model after a quarter of the run, then FIND) on the world's binary reward; on the scenes default rare set it
+#: reaches FIND's alignment and more with the frozen model's factor diversity kept (bench/RESULTS.md, "The seeded
+#: mixture"), at ~2.4x the time of an iteration (32 full-resolution components).
+RECIPES = ("paper", "seeded")
+WORLD_RECIPE = {"shapes": "paper", "scenes": "seeded"}
+SEEDED_POLICY = {"policy_type": "mixture", "mean_resolution": None, "mixture_components": 32, "mixture_seed_share": 0.25}
 #: ``--scheduler``: the sampler the frozen model runs (both deterministic at eta 0, so the image is a function of the noise)
 SCHEDULERS = ("ddim", "unipc", "keep")
 #: The sampler a ``SamplerSettings`` choice left at None resolves to (``SamplerSettings.resolved``): the world's own where
@@ -233,13 +241,14 @@ class PolicySettings(_Part):
     mixture_weight_floor: float | None = setting(None, check=in_range(0, 1), cli={"type": float},
                                                  help="mixture only: learn the weights, each kept at or above this share "
                                                       "(below 1/K); default: equal, fixed weights", only=MIXTURE)
-    mixture_seed_iterations: int = setting(0, check=at_least(0),
-                                           help="mixture only: draw N(0, I) for this many iterations, then place the K "
-                                                "components on K of the draws the reward called aligned (needs "
-                                                "--mean-resolution full; a prompt with none stays at N(0, I)); 0: no seeding",
-                                           only=MIXTURE)
+    mixture_seed_share: float = setting(0.0, check=in_range(0, 1),
+                                        help="mixture only: the share of --iterations (and of the reward evaluations) "
+                                             "spent drawing N(0, I), after which the K components are placed on K of "
+                                             "the draws the reward called aligned (at least one iteration; needs "
+                                             "--mean-resolution full; a prompt with none stays at N(0, I)); 0: no seeding",
+                                        only=MIXTURE)
     mixture_width: float = setting(0.1, check=in_range(0, 1, open_low=True),
-                                   help="mixture only, with --mixture-seed-iterations: h, each seeded component is "
+                                   help="mixture only, with --mixture-seed-share: h, each seeded component is "
                                         "N(sqrt(1 - h^2) z_k, h^2 I) around its aligned noise z_k (sigma h; below "
                                         "--min-std too)", only=MIXTURE)
     flow_coupling_lr_scale: float = setting(0.002, check=finite_positive,
@@ -253,8 +262,8 @@ class PolicySettings(_Part):
         if floor is not None and floor * self.mixture_components >= 1:
             raise ValueError(f"--mixture-weight-floor must be below 1/K = {1 / self.mixture_components:g} "
                              f"(K = --mixture-components {self.mixture_components}), got {floor:g}")
-        if self.mixture_seed_iterations and self.mean_resolution is not None:
-            raise ValueError("--mixture-seed-iterations places the components on whole aligned noises; add "
+        if self.mixture_seed_share and self.mean_resolution is not None:
+            raise ValueError("--mixture-seed-share places the components on whole aligned noises; add "
                              f"--mean-resolution full (got {self.mean_resolution})")
         if not (self.amortized_linear or self.amortized_hidden or self.amortized_rank):
             raise ValueError("--no-amortized-linear needs --amortized-hidden > 0 or --amortized-rank > 0: the mean needs one path")
@@ -399,6 +408,11 @@ class RunSettings(_Part):
                          help="the embedded world: its model, its exact scorer (the default reward) and its default "
                               "prompts; 'shapes' (9 prompts, 16x16, fast) or 'scenes' (GenEval's six categories, 32x32)")
     model: str | None = setting(None, help="a diffusers pipeline folder or a hub id (default: the world's own model)")
+    recipe: str | None = setting(None, check=one_of(*RECIPES), cli={"choices": RECIPES},
+                                 help="what the defaults train: 'paper' (FIND's Gaussian per prompt, the world's reward) or "
+                                      "'seeded' (a mixture of 32 Gaussians placed on the frozen model's aligned draws, "
+                                      "then FIND; the world's binary reward); default: the world's (shapes paper, scenes "
+                                      "seeded), or paper when a --policy-type is named")
     reward: list = setting(factory=list, cli={"action": "append", "metavar": "NAME[=PATH][:WEIGHT]"},
                            help="reward (repeat for a weighted sum; default: the world's exact scorer): shapes, "
                                 "shapes-strict, shapes-binary, scenes, scenes-strict, scenes-binary, clip=PATH, pickscore=PATH, aesthetic=PATH, "
@@ -432,8 +446,9 @@ class RunSettings(_Part):
         super().__post_init__()
         if self.model is None:  # the world's own model and exact scorer unless others are named
             self.model = self.world
+        self._apply_recipe()
         if not self.reward:
-            self.reward = [self.world]
+            self.reward = [self.world + ("-binary" if self.recipe == "seeded" else "")]
         if self.find.lr is None:
             self.find = dataclasses.replace(self.find, lr=WORLD_LR[self.world])
         self.sampler = self.sampler.resolved(self.world)
@@ -444,9 +459,6 @@ class RunSettings(_Part):
                              f"add --world {other}, or drop --model / --reward")
         check_prompts(self.prompts)
         check_prompts(self.eval_prompts, "--eval-prompts")
-        if self.policy.mixture_seed_iterations > self.loop.iterations:
-            raise ValueError(f"--mixture-seed-iterations {self.policy.mixture_seed_iterations} must be at most "
-                             f"--iterations {self.loop.iterations}")
         if set(self.eval_prompts) & set(self.prompts):
             raise ValueError(f"--eval-prompts must be held out: {sorted(set(self.eval_prompts) & set(self.prompts))} are also trained")
         self.check_family()
@@ -456,6 +468,21 @@ class RunSettings(_Part):
         if self.train_prompts is not None and not self.answers_any_prompt:
             raise ValueError("--train-prompts picks training prompts for a prompt-conditioned policy; add --policy-type "
                              "amortized (or flow with --flow-conditioning embedding), or drop it")
+
+    def _apply_recipe(self) -> None:
+        """``recipe`` None: the world's (``WORLD_RECIPE``) when the policy settings are all at their defaults, else
+        ``paper`` (the command line also says ``paper`` when a --policy-type is named). ``seeded`` fills each policy
+        setting left at its default from ``SEEDED_POLICY`` (idempotent: a resolved run's settings pass through
+        unchanged; ``--recipe seeded --policy-type mixture --mixture-components 16`` keeps its 16)."""
+        default = PolicySettings()
+        if self.recipe is None:
+            self.recipe = WORLD_RECIPE.get(self.world, "paper") if self.policy == default else "paper"
+        if self.recipe == "seeded":
+            if self.policy.policy_type not in (default.policy_type, "mixture"):
+                raise ValueError(f"--recipe seeded trains a mixture; drop --policy-type {self.policy.policy_type} or pass "
+                                 "--recipe paper")
+            fill = {k: v for k, v in SEEDED_POLICY.items() if getattr(self.policy, k) == getattr(default, k)}
+            self.policy = dataclasses.replace(self.policy, **fill)
 
     @property
     def answers_any_prompt(self) -> bool:

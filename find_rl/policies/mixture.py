@@ -27,10 +27,10 @@ pairs +-s v_j (v_j fixed random directions of unit RMS at the mean's resolution,
 K keeps one component at 0): the mixture's mean is exactly 0 at iteration 0 and each component sits ``s``
 (``--mixture-init``) per element from the origin.
 
-Seeding (``--mixture-seed-iterations N``, ``--mixture-width h``). The target of FIND's objective at small beta is the
+Seeding (``--mixture-seed-share s``, ``--mixture-width h``). The target of FIND's objective at small beta is the
 frozen model's noise distribution restricted to its aligned set, which rejection sampling draws, and the frozen model
 itself draws a rare prompt's aligned images at 5-35%. A seeded mixture starts at N(0, I) (every component at 0, sigma 1)
-for N iterations, keeps the draws the reward calls aligned, and then places its K components on K of them
+for a share s of the run's iterations, keeps the draws the reward calls aligned, and then places its K components on K of them
 (``seeded_means``): component k is N(sqrt(1 - h^2) z_k, h^2 I), a kernel density estimate of the aligned noises in
 which every component is one aligned noise with a little fresh noise mixed in (averaged over z_k ~ N(0, I) this kernel
 gives N(0, I) back exactly: it is the preconditioned Crank-Nicolson move). Its K components sit wherever the frozen

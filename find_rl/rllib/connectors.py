@@ -105,7 +105,7 @@ class CalibrateRewards(_Piece):
 
 class FeedReplays(_Piece):
     """The rewarded-noise replay (``--replay-coeff``), the seeded mixture's store of aligned draws while it seeds
-    (``--mixture-seed-iterations``) and the render replay (``--render-replay``) take the valid rows; "rewarded" =
+    (``--mixture-seed-share``) and the render replay (``--render-replay``) take the valid rows; "rewarded" =
     aligned where the reward says so, else above the prompt's batch mean."""
 
     def __init__(self, input_observation_space=None, input_action_space=None, *, replay=None, render_replay=None,

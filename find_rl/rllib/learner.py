@@ -10,7 +10,7 @@ Hooks (each marked ``@override``):
 - ``configure_optimizers_for_module``: one Adam per parameter group a module names (the flow), else RLlib's.
 - ``after_gradient_based_update``: the render replay commits this iteration's renders; every module projects; the
   mass-covering target's temperature moves to the next iteration's (``--beta-final``); a seeding family
-  (``--mixture-seed-iterations``) is placed on the aligned draws it collected, after its last seeding iteration, during
+  (``--mixture-seed-share``) is placed on the aligned draws it collected, after its last seeding iteration, during
   which the loss was 0.
 - ``get_state`` / ``set_state``: the calibrator (g, its optimiser, its history), the adaptive anchor, the replays and
   the iterations done (the beta schedule's clock) are part of the checkpoint.
@@ -74,7 +74,8 @@ class FindPPOTorchLearner(PPOTorchLearner):
         self.render_replay = (RenderReplay(num_groups=len(self.prompts), size=s.render_replay)
                               if s.mass_covering and s.render_replay > 0 else None)
         # a seeding family (the seeded mixture): the aligned draws it will be placed on, collected while it seeds
-        self.seed_iterations, seed_draws = module.seeding()
+        share, seed_draws = module.seeding()
+        self.seed_iterations = max(1, round(share * self.config.iterations)) if share > 0 else 0
         self.seeds = RewardedReplay(num_groups=len(self.prompts), size=seed_draws) if self.seed_iterations else None
         self.objective = make_objective(s)
         # PPO's knobs are read under RLlib's names from the config (config.training(clip_param=...) is honoured)

@@ -91,7 +91,7 @@ class TorchGaussianMixture(TorchDistribution):
 
 class MixtureNoisePolicyModule(PerPromptSigmaModule):
     """K Gaussians per prompt, equal fixed weights or learned ones with a floor, a shared sigma (``--mixture-components``,
-    ``--mixture-init``, ``--mixture-weight-floor``, ``--mixture-seed-iterations``, ``--mixture-width``,
+    ``--mixture-init``, ``--mixture-weight-floor``, ``--mixture-seed-share``, ``--mixture-width``,
     ``mean_resolution``, ``learn_std``, ``min_std``); see
     :mod:`find_rl.policies.mixture`."""
 
@@ -102,10 +102,10 @@ class MixtureNoisePolicyModule(PerPromptSigmaModule):
         self.components = int(pol.mixture_components)
         self.mean_shape = latent_mean.mean_shape(self.latent_shape, pol.mean_resolution)
         # seeding starts at N(0, I) exactly: every component at 0
-        init = 0.0 if pol.mixture_seed_iterations else pol.mixture_init
+        init = 0.0 if pol.mixture_seed_share else pol.mixture_init
         self.means = nn.Parameter(mx.initial_means(self.num_prompts, self.components, self.mean_shape, init))
         self.init_log_std(1)
-        if pol.mixture_seed_iterations:  # the seeded components' sigma h may sit below --min-std
+        if pol.mixture_seed_share:  # the seeded components' sigma h may sit below --min-std
             self.min_log_std = min(self.min_log_std, math.log(pol.mixture_width))
         self.weight_floor = pol.mixture_weight_floor  # None: equal, fixed weights
         self.weight_logits = nn.Parameter(torch.zeros(self.num_prompts, self.components),
@@ -121,9 +121,9 @@ class MixtureNoisePolicyModule(PerPromptSigmaModule):
         return means, log_std, mx.weights_from_logits(self.weight_logits[prompt_index], self.weight_floor)
 
     @override(NoisePolicyRLModule)
-    def seeding(self) -> tuple[int, int]:
-        """``--mixture-seed-iterations``, and K draws per prompt: the newest K aligned draws are K i.i.d. ones."""
-        return int(self.policy.mixture_seed_iterations), self.components
+    def seeding(self) -> tuple[float, int]:
+        """``--mixture-seed-share``, and K draws per prompt: the newest K aligned draws are K i.i.d. ones."""
+        return float(self.policy.mixture_seed_share), self.components
 
     @override(NoisePolicyRLModule)
     @torch.no_grad()

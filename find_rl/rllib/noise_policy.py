@@ -114,10 +114,11 @@ class NoisePolicyRLModule(TorchRLModule):
         """``[(name, parameters, lr multiplier)]``, or None for RLlib's single optimiser at ``lr``."""
         return None
 
-    def seeding(self) -> tuple[int, int]:
-        """``(iterations, draws)``: for how many iterations this module only draws, and how many of each prompt's
-        aligned draws the learner keeps for :meth:`seed` (``(0, 0)``: no seeding; no gradient step while it lasts)."""
-        return 0, 0
+    def seeding(self) -> tuple[float, int]:
+        """``(share, draws)``: the share of the run's iterations this module only draws (at least one when > 0), and how
+        many of each prompt's aligned draws the learner keeps for :meth:`seed` (``(0, 0)``: no seeding; no gradient
+        step while it lasts)."""
+        return 0.0, 0
 
     def seed(self, noises: list[torch.Tensor | None]) -> None:
         """Place the distributions on the aligned draws collected while seeding, per prompt ``(n, D)`` or None."""
