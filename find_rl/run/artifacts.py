@@ -63,11 +63,20 @@ def finish(run: RunSettings, run_dir: Path, policy, history: list[FindProgress])
         image_grid({"base": base[p]["images"], "FIND": after[p]["images"]}, run_dir / f"grid_{p.replace(' ', '_')}.png")
     rows = results_rows(base, after, held_out=run.eval_prompts, ceiling=load_aligned_ceiling(run.model, run.sampler))
     evals = run.loop.iterations * run.samples_per_prompt_per_iteration
-    header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
+    header = (f"FIND ({policy_text(run)}) on {run.model}: {run.loop.iterations} iterations, {evals} reward "
               f"evaluations per trained prompt, seed {run.loop.seed}; scored on {samples} fresh samples per prompt "
               + f"({world.scorer_text()}); sampler: {sampler_text(sampler.settings)}")
     write_results(rows, run_dir, header=header)
     return rows
+
+
+def policy_text(run: RunSettings) -> str:
+    """The policy as a report names it: its family, and a seeded mixture's seeding."""
+    pol = run.policy
+    if pol.policy_type == "mixture" and pol.mixture_seed_share:
+        return (f"mixture policy of {pol.mixture_components} components seeded on aligned draws after "
+                f"{pol.mixture_seed_share:.0%} of the iterations, width {pol.mixture_width:g}; {', '.join(run.reward)} reward")
+    return f"{pol.policy_type} policy"
 
 
 def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, world, seed: int) -> list[dict]:
@@ -92,7 +101,7 @@ def _finish_on_evaluation_set(run: RunSettings, run_dir: Path, policy, sampler, 
     trained = set(run.prompts)
     rows = results_rows(base, after, held_out=[p for p in prompts if p not in trained],
                         ceiling=load_aligned_ceiling(run.model, run.sampler))
-    header = (f"FIND ({run.policy.policy_type} policy) on {run.model}: {run.loop.iterations} iterations over "
+    header = (f"FIND ({policy_text(run)}) on {run.model}: {run.loop.iterations} iterations over "
               f"{len(run.prompts)} training prompts ({run.prompts_drawn} drawn per iteration, "
               f"{run.loop.iterations * run.batch_size * run.runners} reward evaluations in all), seed {run.loop.seed}; "
               f"scored on the {world.name} world's evaluation set ({len(prompts)} prompts), {samples} fresh samples per "
