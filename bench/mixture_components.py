@@ -1,5 +1,5 @@
 """How a learned mixture's images spread: within its components and between them, on the same fresh noise its run was
-scored on (``evaluation_seed``). For a seeded mixture (``--mixture-seed-iterations``) this is the question its
+scored on (``evaluation_seed``). For a seeded mixture (``--mixture-seed-share``) this is the question its
 "diversity kept" figure does not answer: its K components sit on K aligned noises of the frozen model, so the
 images of one component are variations of one image, and the spread between components is borrowed from the frozen
 model's draws.
@@ -24,11 +24,11 @@ import numpy as np
 
 def pair_means(x: np.ndarray, comp: np.ndarray) -> tuple[float | None, float | None]:
     """Mean pairwise L2 distance of rows ``x`` among pairs of the same component and of different components."""
-    import torch
+    from find_rl.evaluation.diversity import pairwise_distances
 
     if len(x) < 2:
         return None, None
-    d = torch.cdist(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x, dtype=torch.float64)).numpy()
+    d = pairwise_distances(x).numpy()
     same = comp[:, None] == comp[None, :]
     off = ~np.eye(len(x), dtype=bool)
     within, between = d[same & off], d[~same]

@@ -23,7 +23,8 @@ from find_rl.core.settings import SAMPLER_SAVED_DEFAULTS  # what a record that p
 MIN_ALIGNED = 8
 
 
-def _distances(images: np.ndarray) -> torch.Tensor:
+def pairwise_distances(images: np.ndarray) -> torch.Tensor:
+    """``(N, N)`` L2 distances between the rows of ``images`` (each flattened), float64."""
     x = torch.as_tensor(np.asarray(images), dtype=torch.float64).flatten(1)
     return torch.cdist(x, x)
 
@@ -33,7 +34,7 @@ def diversity(images: np.ndarray) -> float:
     n = len(images)
     if n < 2:
         return 0.0
-    return float(_distances(images).sum() / (n * (n - 1)))
+    return float(pairwise_distances(images).sum() / (n * (n - 1)))
 
 
 def aligned_diversity(images: np.ndarray) -> tuple[float, float, float] | None:
@@ -42,7 +43,7 @@ def aligned_diversity(images: np.ndarray) -> tuple[float, float, float] | None:
     n = len(images)
     if n < MIN_ALIGNED:
         return None
-    d = _distances(images)
+    d = pairwise_distances(images)
     total, rows = float(d.sum()), d.sum(dim=1).numpy()
     mean = total / (n * (n - 1))
     loo = (total - 2.0 * rows) / ((n - 1) * (n - 2))  # the mean without image i
